@@ -1,0 +1,176 @@
+// Argument checks and shape math for every op and backend (see conv_transpose2d.h).
+#include "conv_transpose2d.h"
+
+#include <c10/util/Exception.h>
+
+namespace deconv_ext {
+namespace {
+
+bool supported_dtype(at::ScalarType t) {
+  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
+}
+
+void check_tensor(const at::Tensor& t, const char* name, int64_t dim, const char* layout) {
+  TORCH_CHECK(t.defined(), "conv_transpose2d: expected ", name, " to be a tensor, got None");
+  TORCH_CHECK(t.dim() == dim, "conv_transpose2d: expected ", name, " to be a ", dim, "-D tensor ", layout,
+              ", got a ", t.dim(), "-D tensor of shape ", t.sym_sizes());
+  TORCH_CHECK(supported_dtype(t.scalar_type()), "conv_transpose2d: expected ", name,
+              " to be a floating-point tensor (float32, float64, float16 or bfloat16), got ",
+              t.scalar_type());
+}
+
+void check_same(const at::Tensor& ref, const char* ref_name, const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), "conv_transpose2d: expected ", name,
+              " to have the same dtype as ", ref_name, " (", ref.scalar_type(), "), got ", t.scalar_type());
+  TORCH_CHECK(t.device() == ref.device(), "conv_transpose2d: expected ", name, " to be on the same device as ",
+              ref_name, " (", ref.device(), "), got ", t.device());
+}
+
+void check_pair(at::IntArrayRef v, const char* name, int64_t min_value, const char* expected) {
+  TORCH_CHECK(v.size() == 2, "conv_transpose2d: expected ", name, " to have 2 elements (H, W), got ", v.size());
+  TORCH_CHECK(v[0] >= min_value && v[1] >= min_value, "conv_transpose2d: expected ", name, " to be ", expected,
+              ", got ", v);
+}
+
+// Everything that does not depend on tensors: stride, padding, dilation, output_padding, groups.
+void check_params(at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef output_padding,
+                  int64_t groups, at::IntArrayRef dilation) {
+  check_pair(stride, "stride", 1, "positive");
+  check_pair(padding, "padding", 0, "non-negative");
+  check_pair(dilation, "dilation", 1, "positive");
+  check_pair(output_padding, "output_padding", 0, "non-negative");
+  for (int i = 0; i < 2; ++i) {
+    // Larger output_padding would add rows no input reaches; PyTorch rejects it too.
+    TORCH_CHECK(output_padding[i] < std::max(stride[i], dilation[i]), "conv_transpose2d: expected output_padding ",
+                "to be smaller than max(stride, dilation) = ", std::max(stride[i], dilation[i]), " along ",
+                i == 0 ? "H" : "W", ", got output_padding=", output_padding, " stride=", stride,
+                " dilation=", dilation);
+  }
+  TORCH_CHECK(groups > 0, "conv_transpose2d: expected groups to be positive, got ", groups);
+}
+
+// weight is (C_in, C_out / groups, kH, kW); checks it against the channel count of the tensor
+// that plays "input" (channels_in) and returns C_out.
+c10::SymInt check_weight_channels(const at::Tensor& weight, const c10::SymInt& channels_in, const char* in_name,
+                                  int64_t groups) {
+  TORCH_CHECK(weight.sym_size(0) % groups == 0, "conv_transpose2d: expected weight.size(0) (in_channels = ",
+              weight.sym_size(0), ") to be divisible by groups = ", groups);
+  TORCH_CHECK(channels_in == weight.sym_size(0), "conv_transpose2d: expected ", in_name, " to have ",
+              weight.sym_size(0), " channels (weight.size(0)), got ", channels_in);
+  TORCH_CHECK(weight.sym_size(1) > 0 && weight.sym_size(2) > 0 && weight.sym_size(3) > 0,
+              "conv_transpose2d: expected weight to have non-zero sizes in dims 1-3, got shape ",
+              weight.sym_sizes());
+  return weight.sym_size(1) * groups;
+}
+
+}  // namespace
+
+std::vector<c10::SymInt> check_forward(const at::Tensor& input, const at::Tensor& weight,
+                                       const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                                       at::IntArrayRef padding, at::IntArrayRef output_padding,
+                                       int64_t groups, at::IntArrayRef dilation) {
+  check_tensor(input, "input", 4, "(N, C_in, H, W)");
+  check_tensor(weight, "weight", 4, "(C_in, C_out / groups, kH, kW)");
+  check_same(input, "input", weight, "weight");
+  check_params(stride, padding, output_padding, groups, dilation);
+  const c10::SymInt c_out = check_weight_channels(weight, input.sym_size(1), "input", groups);
+  if (bias.has_value() && bias->defined()) {
+    check_tensor(*bias, "bias", 1, "(C_out,)");
+    check_same(input, "input", *bias, "bias");
+    TORCH_CHECK(bias->sym_size(0) == c_out, "conv_transpose2d: expected bias to have ", c_out,
+                " elements (out_channels = weight.size(1) * groups), got ", bias->sym_size(0));
+  }
+  std::vector<c10::SymInt> out{input.sym_size(0), c_out};
+  for (int i = 0; i < 2; ++i) {
+    const c10::SymInt size = transposed_out_size(input.sym_size(2 + i), weight.sym_size(2 + i), stride[i],
+                                                 padding[i], output_padding[i], dilation[i]);
+    TORCH_CHECK(size > 0, "conv_transpose2d: expected a positive output size, got ", i == 0 ? "H" : "W", "=", size,
+                " (input ", input.sym_sizes(), ", kernel ", weight.sym_sizes().slice(2), ", stride ", stride,
+                ", padding ", padding, ", output_padding ", output_padding, ", dilation ", dilation, ")");
+    out.push_back(size);
+  }
+  return out;
+}
+
+std::vector<c10::SymInt> check_grad_input(const at::Tensor& grad_output, const at::Tensor& weight,
+                                          at::IntArrayRef stride, at::IntArrayRef padding,
+                                          at::IntArrayRef output_padding, int64_t groups,
+                                          at::IntArrayRef dilation) {
+  check_tensor(grad_output, "grad_output", 4, "(N, C_out, H_out, W_out)");
+  check_tensor(weight, "weight", 4, "(C_in, C_out / groups, kH, kW)");
+  check_same(grad_output, "grad_output", weight, "weight");
+  check_params(stride, padding, output_padding, groups, dilation);
+  TORCH_CHECK(weight.sym_size(0) % groups == 0, "conv_transpose2d: expected weight.size(0) to be divisible by groups");
+  TORCH_CHECK(grad_output.sym_size(1) == weight.sym_size(1) * groups, "conv_transpose2d: expected grad_output to have ",
+              weight.sym_size(1) * groups, " channels (weight.size(1) * groups), got ", grad_output.sym_size(1));
+  std::vector<c10::SymInt> in{grad_output.sym_size(0), weight.sym_size(0)};
+  for (int i = 0; i < 2; ++i) {
+    // Invert transposed_out_size, which is (in - 1) * stride + its value at in = 1.
+    const c10::SymInt span = grad_output.sym_size(2 + i) - transposed_out_size(c10::SymInt(1), weight.sym_size(2 + i),
+                                                                               stride[i], padding[i],
+                                                                               output_padding[i], dilation[i]);
+    TORCH_CHECK(span >= 0 && span % stride[i] == 0, "conv_transpose2d: grad_output size ",
+                grad_output.sym_sizes(), " is not an output size of this transposed convolution");
+    in.push_back(span / stride[i] + 1);
+  }
+  return in;
+}
+
+std::vector<c10::SymInt> check_grad_weight(const at::Tensor& grad_output, const at::Tensor& input,
+                                           at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                                           at::IntArrayRef padding, at::IntArrayRef output_padding,
+                                           int64_t groups, at::IntArrayRef dilation) {
+  check_tensor(grad_output, "grad_output", 4, "(N, C_out, H_out, W_out)");
+  check_tensor(input, "input", 4, "(N, C_in, H, W)");
+  check_same(input, "input", grad_output, "grad_output");
+  check_params(stride, padding, output_padding, groups, dilation);
+  check_pair(kernel_size, "kernel_size", 1, "positive");
+  TORCH_CHECK(input.sym_size(1) % groups == 0 && grad_output.sym_size(1) % groups == 0,
+              "conv_transpose2d: expected input and grad_output channels to be divisible by groups = ", groups);
+  TORCH_CHECK(input.sym_size(0) == grad_output.sym_size(0), "conv_transpose2d: expected grad_output to have batch ",
+              input.sym_size(0), " (as input), got ", grad_output.sym_size(0));
+  for (int i = 0; i < 2; ++i) {
+    const c10::SymInt expected = transposed_out_size(input.sym_size(2 + i), c10::SymInt(kernel_size[i]), stride[i],
+                                                     padding[i], output_padding[i], dilation[i]);
+    TORCH_CHECK(grad_output.sym_size(2 + i) == expected, "conv_transpose2d: expected grad_output to have spatial size ",
+                expected, " along ", i == 0 ? "H" : "W", ", got ", grad_output.sym_size(2 + i));
+  }
+  return {input.sym_size(1), grad_output.sym_size(1) / groups, c10::SymInt(kernel_size[0]),
+          c10::SymInt(kernel_size[1])};
+}
+
+std::vector<c10::SymInt> check_grad_bias(const at::Tensor& grad_output) {
+  check_tensor(grad_output, "grad_output", 4, "(N, C_out, H_out, W_out)");
+  return {grad_output.sym_size(1)};
+}
+
+c10::MemoryFormat result_memory_format(const at::Tensor& a, const at::Tensor& b) {
+  const bool cl = a.suggest_memory_format() == c10::MemoryFormat::ChannelsLast ||
+                  b.suggest_memory_format() == c10::MemoryFormat::ChannelsLast;
+  return cl ? c10::MemoryFormat::ChannelsLast : c10::MemoryFormat::Contiguous;
+}
+
+ConvT2dShape make_shape(const at::Tensor& input, const at::Tensor& output, int64_t kH, int64_t kW,
+                        at::IntArrayRef stride, at::IntArrayRef padding, int64_t groups,
+                        at::IntArrayRef dilation) {
+  ConvT2dShape s;
+  s.N = input.size(0);
+  s.C_in = input.size(1);
+  s.H_in = input.size(2);
+  s.W_in = input.size(3);
+  s.C_out = output.size(1);
+  s.H_out = output.size(2);
+  s.W_out = output.size(3);
+  s.kH = kH;
+  s.kW = kW;
+  s.sH = stride[0];
+  s.sW = stride[1];
+  s.pH = padding[0];
+  s.pW = padding[1];
+  s.dH = dilation[0];
+  s.dW = dilation[1];
+  s.groups = groups;
+  return s;
+}
+
+}  // namespace deconv_ext

@@ -1,0 +1,101 @@
+"""Build of deconv_ext: the compiled library deconv_ext._C (CPU kernels, plus CUDA kernels when asked).
+
+Environment switches:
+  USE_CUDA=0            CPU-only build, even where a GPU is visible.
+  FORCE_CUDA=1          compile the CUDA kernels even where no GPU is visible (nvcc needed;
+                        set TORCH_CUDA_ARCH_LIST, e.g. "9.0", since there is no GPU to ask).
+  (neither)             CUDA kernels when torch sees a GPU, CPU-only otherwise.
+  DEBUG=1               -O0 -g.
+  MAX_JOBS=n            parallel compile jobs (ninja).
+"""
+import glob
+import os
+import re
+import shutil
+import subprocess
+
+from setuptools import find_packages, setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _has_cudart(root):
+    return any(os.path.exists(os.path.join(root, lib, "libcudart.so")) for lib in ("lib64", "lib"))
+
+
+def _find_cuda_home():
+    """The CUDA toolkit root (the folder whose lib64/ or lib/ holds libcudart.so).
+
+    torch guesses it from where `nvcc` sits, which is wrong when nvcc on PATH is a wrapper script
+    (the link then fails with `cannot find -lcudart`); nvcc itself reports its TOP.
+    """
+    if os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH"):
+        return os.environ.get("CUDA_HOME") or os.environ["CUDA_PATH"]
+    candidates = []
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        try:
+            out = subprocess.run([nvcc, "-dryrun", "-c", "-x", "cu", os.devnull, "-o", os.devnull],
+                                 capture_output=True, text=True, timeout=60)
+            m = re.search(r"TOP=(\S+)", out.stdout + out.stderr)
+            if m:
+                candidates.append(os.path.dirname(os.path.realpath(m.group(1) + "/bin")))
+        except (OSError, subprocess.SubprocessError):
+            pass
+        candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
+    candidates += ["/usr/local/cuda"] + sorted(glob.glob("/usr/local/cuda-*"), reverse=True)
+    for root in candidates:
+        if _has_cudart(root):
+            return root
+    return None
+
+
+def _want_cuda():
+    if os.environ.get("USE_CUDA", "1") == "0":
+        return False
+    if os.environ.get("FORCE_CUDA", "0") == "1":
+        return True
+    import torch
+
+    return torch.cuda.is_available()
+
+
+WITH_CUDA = _want_cuda()
+if WITH_CUDA:
+    _home = _find_cuda_home()
+    if _home is None:
+        raise RuntimeError("deconv_ext: CUDA build requested but no CUDA toolkit found; set CUDA_HOME to the "
+                           "toolkit root (the folder whose lib64/ holds libcudart.so), or USE_CUDA=0")
+    os.environ["CUDA_HOME"] = _home  # must be set before torch.utils.cpp_extension is imported
+
+from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
+
+
+def extensions():
+    debug = os.environ.get("DEBUG", "0") == "1"
+    opt = ["-O0", "-g"] if debug else ["-O3"]
+    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
+    extra = {"cxx": opt + ["-fdiagnostics-color=always"]}
+    define_macros = [("Py_LIMITED_API", "0x03090000")]
+    kwargs = dict(py_limited_api=True)
+    if WITH_CUDA:
+        sources += sorted(glob.glob("csrc/cuda/*.cu"))
+        extra["nvcc"] = opt + ["-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]
+        return [CUDAExtension("deconv_ext._C", sources, extra_compile_args=extra, define_macros=define_macros,
+                              **kwargs)]
+    return [CppExtension("deconv_ext._C", sources, extra_compile_args=extra, define_macros=define_macros, **kwargs)]
+
+
+setup(
+    name="deconv_ext",
+    version="0.1.0",
+    description="2-D transposed convolution for PyTorch: CPU and CUDA kernels, autograd, drop-in nn layer",
+    packages=find_packages(include=["deconv_ext", "deconv_ext.*"]),
+    package_data={"deconv_ext": ["sr/weights/*.pt", "sr/data/*"]},
+    ext_modules=extensions(),
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    options={"bdist_wheel": {"py_limited_api": "cp39"}},
+    python_requires=">=3.9",
+    install_requires=["torch", "numpy", "pillow", "scikit-image", "tqdm"],
+    entry_points={"console_scripts": ["deconv-ext = deconv_ext.cli:main"]},
+)
