@@ -57,9 +57,8 @@ c10::SymInt check_weight_channels(const at::Tensor& weight, const c10::SymInt& c
               weight.sym_size(0), ") to be divisible by groups = ", groups);
   TORCH_CHECK(channels_in == weight.sym_size(0), "conv_transpose2d: expected ", in_name, " to have ",
               weight.sym_size(0), " channels (weight.size(0)), got ", channels_in);
-  TORCH_CHECK(weight.sym_size(1) > 0 && weight.sym_size(2) > 0 && weight.sym_size(3) > 0,
-              "conv_transpose2d: expected weight to have non-zero sizes in dims 1-3, got shape ",
-              weight.sym_sizes());
+  TORCH_CHECK(weight.sym_size(0) > 0 && weight.sym_size(1) > 0 && weight.sym_size(2) > 0 && weight.sym_size(3) > 0,
+              "conv_transpose2d: expected weight to have non-zero sizes, got shape ", weight.sym_sizes());
   return weight.sym_size(1) * groups;
 }
 
@@ -73,6 +72,8 @@ std::vector<c10::SymInt> check_forward(const at::Tensor& input, const at::Tensor
   check_tensor(weight, "weight", 4, "(C_in, C_out / groups, kH, kW)");
   check_same(input, "input", weight, "weight");
   check_params(stride, padding, output_padding, groups, dilation);
+  TORCH_CHECK(input.sym_size(2) > 0 && input.sym_size(3) > 0, "conv_transpose2d: expected input to have non-zero ",
+              "spatial size (only the batch may be empty), got shape ", input.sym_sizes());
   const c10::SymInt c_out = check_weight_channels(weight, input.sym_size(1), "input", groups);
   if (bias.has_value() && bias->defined()) {
     check_tensor(*bias, "bias", 1, "(C_out,)");

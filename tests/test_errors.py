@@ -33,6 +33,8 @@ CASES = [
     ("negative output_padding", lambda x, w, b: ((x, w, b), {"output_padding": -1}), RuntimeError,
      r"output_padding.*non-negative"),
     ("empty output", lambda x, w, b: ((x, w, b), {"padding": 4}), RuntimeError, r"positive output size"),
+    ("empty input plane", lambda x, w, b: ((x[:, :, :0], w, b), {}), RuntimeError, r"input to have non-zero spatial"),
+    ("empty weight", lambda x, w, b: ((x[:, :0], w[:0], b), {}), RuntimeError, r"weight to have non-zero sizes"),
     ("padding string", lambda x, w, b: ((x, w, b), {"padding": "same"}), TypeError,
      r"padding to be an int or a pair of ints"),
     ("stride triple", lambda x, w, b: ((x, w, b), {"stride": (1, 2, 3)}), TypeError,
