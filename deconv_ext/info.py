@@ -28,6 +28,11 @@ def collect():
     }
 
 
+def _abi3_floor(build):
+    tag = build["limited_api"]  # "cp310" -> "3.10"
+    return f"{tag[2]}.{tag[3:]}"
+
+
 def _archs(build):
     if build["cuda_version"] is None:
         return "none (CPU-only build)"
@@ -54,7 +59,7 @@ def run(args):
     build, rt = facts["build"], facts["runtime"]
     print(f"deconv_ext {build['version']}")
     print(f"  built for:    torch {build['torch_version']}, CUDA {build['cuda_version'] or 'none'}, "
-          f"Python >= {build['limited_api']} (abi3)" + (", debug" if build["debug"] else ""))
+          f"CPython >= {_abi3_floor(build)} (abi3)" + (", debug" if build["debug"] else ""))
     print(f"  CUDA archs:   {_archs(build)}")
     print(f"  running with: torch {rt['torch_version']}, CUDA {rt['cuda_version'] or 'none'}, "
           f"Python {rt['python']}")

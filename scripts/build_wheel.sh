@@ -8,9 +8,11 @@
 # only runs with a torch of the same major.minor; its local version tag names both (+pt2.14cu130).
 # One wheel serves every CPython >= the torch's floor (abi3). Environment:
 #   PYTHON                 interpreter whose torch to build against (default: python)
-#   TORCH_CUDA_ARCH_LIST   cuda only; default below: SASS for every arch family CUDA 13 builds and torch's own
-#                          cu13x wheels ship (Turing .. Blackwell), PTX of the newest for future GPUs.
-#                          Check what your nvcc supports with `nvcc --list-gpu-code`.
+#   TORCH_CUDA_ARCH_LIST   cuda only; default below: SASS for Turing 7.5, Ampere 8.0/8.6, Ada 8.9, Hopper 9.0,
+#                          Blackwell 10.0/12.0 (CUDA 13 dropped < 7.5; SASS sm_XY also runs on X.Z for Z >= Y,
+#                          so 8.7, 10.3, 12.1 are covered), plus PTX 12.0 that the driver JIT-compiles on newer
+#                          GPUs. Not covered: 11.0 (Thor, aarch64 only). `nvcc --list-gpu-code` lists what
+#                          your nvcc can build; `deconv-ext info` shows how each visible GPU is served.
 #   MAX_JOBS               parallel compile jobs (default 2)
 set -euo pipefail
 
