@@ -7,8 +7,13 @@ Environment switches:
   (neither)             CUDA kernels when torch sees a GPU, CPU-only otherwise.
   DEBUG=1               -O0 -g.
   MAX_JOBS=n            parallel compile jobs (ninja).
+
+The version carries a local tag naming the torch and CUDA it is built against (0.1.0+pt2.14cu130,
+0.1.0+pt2.14cpu), and the build writes deconv_ext/_build_info.py beside the library (torch, CUDA, archs),
+which `deconv-ext info` prints and `import deconv_ext` checks. Release wheels: scripts/build_wheel.sh.
 """
 import glob
+import importlib.util
 import os
 import re
 import shutil
@@ -17,6 +22,17 @@ import subprocess
 from setuptools import find_packages, setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _load_build_module():
+    # By path: importing the package would load the library this script is about to build.
+    spec = importlib.util.spec_from_file_location("_deconv_ext_build", os.path.join(ROOT, "deconv_ext", "_build.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_build = _load_build_module()
 
 
 def _has_cudart(root):
@@ -68,7 +84,44 @@ if WITH_CUDA:
                            "toolkit root (the folder whose lib64/ holds libcudart.so), or USE_CUDA=0")
     os.environ["CUDA_HOME"] = _home  # must be set before torch.utils.cpp_extension is imported
 
+import torch  # noqa: E402
+from torch.utils import cpp_extension  # noqa: E402
 from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
+
+# The stable-ABI (abi3) floor: torch compiles py_limited_api extensions with -DPy_LIMITED_API set to its
+# oldest supported CPython, so the wheel tag and python_requires follow it (0x030A0000 -> cp310, >=3.10).
+LIMITED_API_HEX = getattr(cpp_extension, "min_supported_cpython", "0x03090000")
+LIMITED_API_MINOR = int(LIMITED_API_HEX, 16) >> 16 & 0xFF
+CUDA_VERSION = torch.version.cuda if WITH_CUDA else None
+VERSION = _build.full_version(torch.__version__, CUDA_VERSION)
+
+
+def build_info():
+    sass, ptx = [], []
+    if WITH_CUDA:
+        # The -gencode flags torch passes to nvcc (from TORCH_CUDA_ARCH_LIST): what is really compiled.
+        sass, ptx = _build.parse_gencode_flags(cpp_extension._get_cuda_arch_flags())
+    return {
+        "version": VERSION,
+        "torch_version": torch.__version__,
+        "cuda_version": CUDA_VERSION,
+        "cuda_arch_list": os.environ.get("TORCH_CUDA_ARCH_LIST") if WITH_CUDA else None,
+        "sass_archs": sass,
+        "ptx_archs": ptx,
+        "limited_api": f"cp3{LIMITED_API_MINOR}",
+        "debug": os.environ.get("DEBUG", "0") == "1",
+    }
+
+
+class BuildExtensionWithInfo(BuildExtension):
+    """Builds deconv_ext._C, then writes deconv_ext/_build_info.py beside it (in build/lib for a wheel, in the
+    source tree for in-place and editable builds)."""
+
+    def run(self):
+        super().run()
+        folder = os.path.dirname(self.get_ext_fullpath("deconv_ext._C"))
+        with open(os.path.join(folder, _build.INFO_MODULE), "w") as f:
+            f.write(_build.render_info(build_info()))
 
 
 def extensions():
@@ -76,7 +129,7 @@ def extensions():
     opt = ["-O0", "-g"] if debug else ["-O3"]
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     extra = {"cxx": opt + ["-fdiagnostics-color=always"]}
-    define_macros = [("Py_LIMITED_API", "0x03090000")]
+    define_macros = [("Py_LIMITED_API", LIMITED_API_HEX)]
     kwargs = dict(py_limited_api=True)
     if WITH_CUDA:
         sources += sorted(glob.glob("csrc/cuda/*.cu"))
@@ -88,14 +141,14 @@ def extensions():
 
 setup(
     name="deconv_ext",
-    version="0.1.0",
+    version=VERSION,
     description="2-D transposed convolution for PyTorch: CPU and CUDA kernels, autograd, drop-in nn layer",
     packages=find_packages(include=["deconv_ext", "deconv_ext.*"]),
     package_data={"deconv_ext": ["sr/weights/*.pt", "sr/data/*"]},
     ext_modules=extensions(),
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
-    options={"bdist_wheel": {"py_limited_api": "cp39"}},
-    python_requires=">=3.9",
+    cmdclass={"build_ext": BuildExtensionWithInfo.with_options(use_ninja=True)},
+    options={"bdist_wheel": {"py_limited_api": f"cp3{LIMITED_API_MINOR}"}},
+    python_requires=f">=3.{LIMITED_API_MINOR}",
     install_requires=["torch", "numpy", "pillow", "scikit-image", "tqdm"],
     entry_points={"console_scripts": ["deconv-ext = deconv_ext.cli:main"]},
 )

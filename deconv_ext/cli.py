@@ -11,6 +11,7 @@ import sys
 
 # name -> (module, one-line help)
 SUBCOMMANDS = {
+    "info": ("deconv_ext.info", "build and runtime information"),
 }
 
 
