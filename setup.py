@@ -76,11 +76,14 @@ def extensions():
     opt = ["-O0", "-g"] if debug else ["-O3"]
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     extra = {"cxx": opt + ["-fdiagnostics-color=always"]}
-    define_macros = [("Py_LIMITED_API", "0x03090000")]
+    # py_limited_api=True makes BuildExtension pass -DPy_LIMITED_API itself (torch >= 2.6); defining it here
+    # too only produced a "Py_LIMITED_API redefined" warning in every translation unit.
+    define_macros = []
     kwargs = dict(py_limited_api=True)
     if WITH_CUDA:
         sources += sorted(glob.glob("csrc/cuda/*.cu"))
-        extra["nvcc"] = opt + ["-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]
+        # No -std here: BuildExtension picks the standard torch's headers need (C++20 for torch >= 2.10).
+        extra["nvcc"] = opt + ["--expt-relaxed-constexpr", "-lineinfo"]
         return [CUDAExtension("deconv_ext._C", sources, extra_compile_args=extra, define_macros=define_macros,
                               **kwargs)]
     return [CppExtension("deconv_ext._C", sources, extra_compile_args=extra, define_macros=define_macros, **kwargs)]
