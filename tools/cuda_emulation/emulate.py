@@ -5,7 +5,10 @@ headers are dropped, `kernel<...><<<grid, block, smem, stream>>>(args)` becomes 
 emu::launch (emu_cuda.h: one std::thread per CUDA thread, real barriers for __syncthreads and
 warp shuffles), and the stream is a dummy. The launchers, kernels and index math are otherwise
 compiled unchanged, so a wrong index, bound or reduction order shows up here as on a GPU.
-Slow (threads per CUDA thread), so shapes are tiny. Usage: python tools/cuda_emulation/emulate.py
+Slow (threads per CUDA thread), so shapes are tiny (about 4 minutes on 2 cores, mostly compiling).
+Usage: python tools/cuda_emulation/emulate.py
+The 64-bit index path (normally taken only past 2^30 elements) runs with
+    EMU_MUTATE="const bool small = fits_int32=>const bool small = !fits_int32" python tools/cuda_emulation/emulate.py
 """
 import itertools
 import os
