@@ -21,8 +21,8 @@ PY=${PYTHON:-python}
 step() {
   local name=$1 limit=$2
   shift 2
-  local t0=$SECONDS rc
-  echo "=== $name: $*" >> "$OUT/steps.log"
+  local t0=$SECONDS rc cmd="$*"
+  echo "=== $name: ${cmd%%$'\n'*}" >> "$OUT/steps.log"
   timeout --kill-after=10 "$limit" "$@" > "$OUT/$name.log" 2>&1
   rc=$?
   local verdict=PASS
