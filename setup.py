@@ -129,14 +129,15 @@ def extensions():
     opt = ["-O0", "-g"] if debug else ["-O3"]
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     extra = {"cxx": opt + ["-fdiagnostics-color=always"]}
-    define_macros = [("Py_LIMITED_API", LIMITED_API_HEX)]
+    # py_limited_api=True makes BuildExtension pass -DPy_LIMITED_API itself (torch >= 2.6, at the
+    # floor LIMITED_API_HEX records); defining it here too only warns "redefined" in every unit.
     kwargs = dict(py_limited_api=True)
     if WITH_CUDA:
         sources += sorted(glob.glob("csrc/cuda/*.cu"))
-        extra["nvcc"] = opt + ["-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]
-        return [CUDAExtension("deconv_ext._C", sources, extra_compile_args=extra, define_macros=define_macros,
-                              **kwargs)]
-    return [CppExtension("deconv_ext._C", sources, extra_compile_args=extra, define_macros=define_macros, **kwargs)]
+        # No -std here: BuildExtension picks the standard torch's headers need (C++20 for torch >= 2.10).
+        extra["nvcc"] = opt + ["--expt-relaxed-constexpr", "-lineinfo"]
+        return [CUDAExtension("deconv_ext._C", sources, extra_compile_args=extra, **kwargs)]
+    return [CppExtension("deconv_ext._C", sources, extra_compile_args=extra, **kwargs)]
 
 
 setup(
