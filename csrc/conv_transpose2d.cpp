@@ -1,10 +1,30 @@
 // Argument checks and shape math for every op and backend (see conv_transpose2d.h).
 #include "conv_transpose2d.h"
 
+#include <c10/core/SymNodeImpl.h>
 #include <c10/util/Exception.h>
+
+#include <string>
 
 namespace deconv_ext {
 namespace {
+
+// Error messages are assembled from strings only. Streaming numbers into c10::str's ostringstream from
+// this library crashed inside libstdc++'s number formatting (SIGSEGV, never the exception) on the GPU
+// machine's toolchain (torch 2.11 wheel, system libstdc++), so every number goes through std::to_string.
+std::string fmt(int64_t v) { return std::to_string(v); }
+std::string fmt(const c10::SymInt& v) {
+  if (auto i = v.maybe_as_int()) return std::to_string(*i);
+  return v.toSymNode()->str();
+}
+template <typename T>
+std::string fmt(c10::ArrayRef<T> v) {
+  std::string out = "[";
+  for (size_t i = 0; i < v.size(); ++i) out += (i ? ", " : "") + fmt(v[i]);
+  return out + "]";
+}
+std::string fmt(at::ScalarType t) { return c10::toString(t); }
+std::string fmt(const c10::Device& d) { return d.str(); }
 
 bool supported_dtype(at::ScalarType t) {
   return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
@@ -12,24 +32,24 @@ bool supported_dtype(at::ScalarType t) {
 
 void check_tensor(const at::Tensor& t, const char* name, int64_t dim, const char* layout) {
   TORCH_CHECK(t.defined(), "conv_transpose2d: expected ", name, " to be a tensor, got None");
-  TORCH_CHECK(t.dim() == dim, "conv_transpose2d: expected ", name, " to be a ", dim, "-D tensor ", layout,
-              ", got a ", t.dim(), "-D tensor of shape ", t.sym_sizes());
+  TORCH_CHECK(t.dim() == dim, "conv_transpose2d: expected ", name, " to be a ", fmt(dim), "-D tensor ", layout,
+              ", got a ", fmt(t.dim()), "-D tensor of shape ", fmt(t.sym_sizes()));
   TORCH_CHECK(supported_dtype(t.scalar_type()), "conv_transpose2d: expected ", name,
               " to be a floating-point tensor (float32, float64, float16 or bfloat16), got ",
-              t.scalar_type());
+              fmt(t.scalar_type()));
 }
 
 void check_same(const at::Tensor& ref, const char* ref_name, const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.scalar_type() == ref.scalar_type(), "conv_transpose2d: expected ", name,
-              " to have the same dtype as ", ref_name, " (", ref.scalar_type(), "), got ", t.scalar_type());
+              " to have the same dtype as ", ref_name, " (", fmt(ref.scalar_type()), "), got ", fmt(t.scalar_type()));
   TORCH_CHECK(t.device() == ref.device(), "conv_transpose2d: expected ", name, " to be on the same device as ",
-              ref_name, " (", ref.device(), "), got ", t.device());
+              ref_name, " (", fmt(ref.device()), "), got ", fmt(t.device()));
 }
 
 void check_pair(at::IntArrayRef v, const char* name, int64_t min_value, const char* expected) {
-  TORCH_CHECK(v.size() == 2, "conv_transpose2d: expected ", name, " to have 2 elements (H, W), got ", v.size());
+  TORCH_CHECK(v.size() == 2, "conv_transpose2d: expected ", name, " to have 2 elements (H, W), got ", fmt(static_cast<int64_t>(v.size())));
   TORCH_CHECK(v[0] >= min_value && v[1] >= min_value, "conv_transpose2d: expected ", name, " to be ", expected,
-              ", got ", v);
+              ", got ", fmt(v));
 }
 
 // Everything that does not depend on tensors: stride, padding, dilation, output_padding, groups.
@@ -42,11 +62,11 @@ void check_params(at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayR
   for (int i = 0; i < 2; ++i) {
     // Larger output_padding would add rows no input reaches; PyTorch rejects it too.
     TORCH_CHECK(output_padding[i] < std::max(stride[i], dilation[i]), "conv_transpose2d: expected output_padding ",
-                "to be smaller than max(stride, dilation) = ", std::max(stride[i], dilation[i]), " along ",
-                i == 0 ? "H" : "W", ", got output_padding=", output_padding, " stride=", stride,
-                " dilation=", dilation);
+                "to be smaller than max(stride, dilation) = ", fmt(std::max(stride[i], dilation[i])), " along ",
+                i == 0 ? "H" : "W", ", got output_padding=", fmt(output_padding), " stride=", fmt(stride),
+                " dilation=", fmt(dilation));
   }
-  TORCH_CHECK(groups > 0, "conv_transpose2d: expected groups to be positive, got ", groups);
+  TORCH_CHECK(groups > 0, "conv_transpose2d: expected groups to be positive, got ", fmt(groups));
 }
 
 // weight is (C_in, C_out / groups, kH, kW); checks it against the channel count of the tensor
@@ -54,11 +74,11 @@ void check_params(at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayR
 c10::SymInt check_weight_channels(const at::Tensor& weight, const c10::SymInt& channels_in, const char* in_name,
                                   int64_t groups) {
   TORCH_CHECK(weight.sym_size(0) % groups == 0, "conv_transpose2d: expected weight.size(0) (in_channels = ",
-              weight.sym_size(0), ") to be divisible by groups = ", groups);
+              fmt(weight.sym_size(0)), ") to be divisible by groups = ", fmt(groups));
   TORCH_CHECK(channels_in == weight.sym_size(0), "conv_transpose2d: expected ", in_name, " to have ",
-              weight.sym_size(0), " channels (weight.size(0)), got ", channels_in);
+              fmt(weight.sym_size(0)), " channels (weight.size(0)), got ", fmt(channels_in));
   TORCH_CHECK(weight.sym_size(0) > 0 && weight.sym_size(1) > 0 && weight.sym_size(2) > 0 && weight.sym_size(3) > 0,
-              "conv_transpose2d: expected weight to have non-zero sizes, got shape ", weight.sym_sizes());
+              "conv_transpose2d: expected weight to have non-zero sizes, got shape ", fmt(weight.sym_sizes()));
   return weight.sym_size(1) * groups;
 }
 
@@ -73,21 +93,22 @@ std::vector<c10::SymInt> check_forward(const at::Tensor& input, const at::Tensor
   check_same(input, "input", weight, "weight");
   check_params(stride, padding, output_padding, groups, dilation);
   TORCH_CHECK(input.sym_size(2) > 0 && input.sym_size(3) > 0, "conv_transpose2d: expected input to have non-zero ",
-              "spatial size (only the batch may be empty), got shape ", input.sym_sizes());
+              "spatial size (only the batch may be empty), got shape ", fmt(input.sym_sizes()));
   const c10::SymInt c_out = check_weight_channels(weight, input.sym_size(1), "input", groups);
   if (bias.has_value() && bias->defined()) {
     check_tensor(*bias, "bias", 1, "(C_out,)");
     check_same(input, "input", *bias, "bias");
-    TORCH_CHECK(bias->sym_size(0) == c_out, "conv_transpose2d: expected bias to have ", c_out,
-                " elements (out_channels = weight.size(1) * groups), got ", bias->sym_size(0));
+    TORCH_CHECK(bias->sym_size(0) == c_out, "conv_transpose2d: expected bias to have ", fmt(c_out),
+                " elements (out_channels = weight.size(1) * groups), got ", fmt(bias->sym_size(0)));
   }
   std::vector<c10::SymInt> out{input.sym_size(0), c_out};
   for (int i = 0; i < 2; ++i) {
     const c10::SymInt size = transposed_out_size(input.sym_size(2 + i), weight.sym_size(2 + i), stride[i],
                                                  padding[i], output_padding[i], dilation[i]);
-    TORCH_CHECK(size > 0, "conv_transpose2d: expected a positive output size, got ", i == 0 ? "H" : "W", "=", size,
-                " (input ", input.sym_sizes(), ", kernel ", weight.sym_sizes().slice(2), ", stride ", stride,
-                ", padding ", padding, ", output_padding ", output_padding, ", dilation ", dilation, ")");
+    TORCH_CHECK(size > 0, "conv_transpose2d: expected a positive output size, got ", i == 0 ? "H" : "W", "=", fmt(size),
+                " (input ", fmt(input.sym_sizes()), ", kernel ", fmt(weight.sym_sizes().slice(2)), ", stride ",
+                fmt(stride), ", padding ", fmt(padding), ", output_padding ", fmt(output_padding), ", dilation ",
+                fmt(dilation), ")");
     out.push_back(size);
   }
   return out;
@@ -103,7 +124,7 @@ std::vector<c10::SymInt> check_grad_input(const at::Tensor& grad_output, const a
   check_params(stride, padding, output_padding, groups, dilation);
   TORCH_CHECK(weight.sym_size(0) % groups == 0, "conv_transpose2d: expected weight.size(0) to be divisible by groups");
   TORCH_CHECK(grad_output.sym_size(1) == weight.sym_size(1) * groups, "conv_transpose2d: expected grad_output to have ",
-              weight.sym_size(1) * groups, " channels (weight.size(1) * groups), got ", grad_output.sym_size(1));
+              fmt(weight.sym_size(1) * groups), " channels (weight.size(1) * groups), got ", fmt(grad_output.sym_size(1)));
   std::vector<c10::SymInt> in{grad_output.sym_size(0), weight.sym_size(0)};
   for (int i = 0; i < 2; ++i) {
     // Invert transposed_out_size, which is (in - 1) * stride + its value at in = 1.
@@ -111,7 +132,7 @@ std::vector<c10::SymInt> check_grad_input(const at::Tensor& grad_output, const a
                                                                                stride[i], padding[i],
                                                                                output_padding[i], dilation[i]);
     TORCH_CHECK(span >= 0 && span % stride[i] == 0, "conv_transpose2d: grad_output size ",
-                grad_output.sym_sizes(), " is not an output size of this transposed convolution");
+                fmt(grad_output.sym_sizes()), " is not an output size of this transposed convolution");
     in.push_back(span / stride[i] + 1);
   }
   return in;
@@ -127,14 +148,14 @@ std::vector<c10::SymInt> check_grad_weight(const at::Tensor& grad_output, const 
   check_params(stride, padding, output_padding, groups, dilation);
   check_pair(kernel_size, "kernel_size", 1, "positive");
   TORCH_CHECK(input.sym_size(1) % groups == 0 && grad_output.sym_size(1) % groups == 0,
-              "conv_transpose2d: expected input and grad_output channels to be divisible by groups = ", groups);
+              "conv_transpose2d: expected input and grad_output channels to be divisible by groups = ", fmt(groups));
   TORCH_CHECK(input.sym_size(0) == grad_output.sym_size(0), "conv_transpose2d: expected grad_output to have batch ",
-              input.sym_size(0), " (as input), got ", grad_output.sym_size(0));
+              fmt(input.sym_size(0)), " (as input), got ", fmt(grad_output.sym_size(0)));
   for (int i = 0; i < 2; ++i) {
     const c10::SymInt expected = transposed_out_size(input.sym_size(2 + i), c10::SymInt(kernel_size[i]), stride[i],
                                                      padding[i], output_padding[i], dilation[i]);
     TORCH_CHECK(grad_output.sym_size(2 + i) == expected, "conv_transpose2d: expected grad_output to have spatial size ",
-                expected, " along ", i == 0 ? "H" : "W", ", got ", grad_output.sym_size(2 + i));
+                fmt(expected), " along ", i == 0 ? "H" : "W", ", got ", fmt(grad_output.sym_size(2 + i)));
   }
   return {input.sym_size(1), grad_output.sym_size(1) / groups, c10::SymInt(kernel_size[0]),
           c10::SymInt(kernel_size[1])};

@@ -54,7 +54,7 @@ def build():
             f.write(text)
         sources.append(path)
     return load("deconv_emu", sources, extra_include_paths=[HERE, CUDA_SRC, os.path.join(ROOT, "csrc")],
-                extra_cflags=["-O1", "-w"], build_directory=out, verbose=False)
+                extra_cflags=["-O1", "-w"] + os.environ.get("EMU_CFLAGS", "").split(), extra_ldflags=os.environ.get("EMU_CFLAGS", "").split(), build_directory=out, verbose=False)
 
 
 def configs():
