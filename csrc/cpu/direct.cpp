@@ -17,6 +17,7 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -24,17 +25,19 @@
 
 // `acc += w * x` must become one fused multiply-add; GCC does not contract in ISO C++ mode.
 #pragma GCC optimize("fp-contract=fast")
-#pragma GCC diagnostic ignored "-Wpsabi"  // vec8 never crosses a call boundary: all helpers are always_inline
+#pragma GCC diagnostic ignored "-Wpsabi"  // vector types never cross a call boundary: all helpers are always_inline
 
 namespace deconv_ext {
 namespace cpu {
 namespace {
 
 typedef float vec8 __attribute__((vector_size(32)));
+typedef float vec16 __attribute__((vector_size(64)));
 #define DECONV_ALWAYS_INLINE inline __attribute__((always_inline))
 
-DECONV_ALWAYS_INLINE vec8 load8(const float* p) {
-  vec8 v;
+template <typename VT>
+DECONV_ALWAYS_INLINE VT loadv(const float* p) {
+  VT v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
@@ -59,22 +62,23 @@ struct Strip {
   int64_t ocb, olane, count;  // output strides (channel, lane) and number of lanes to store
 };
 
-template <int CB, int V>
+template <typename VT, int CB, int V>
 DECONV_ALWAYS_INLINE void strip_body(const Strip& a) {
-  vec8 acc[CB][V];
+  constexpr int kL = sizeof(VT) / sizeof(float);
+  VT acc[CB][V];
 #pragma GCC unroll 8
   for (int c = 0; c < CB; ++c)
 #pragma GCC unroll 8
-    for (int v = 0; v < V; ++v) acc[c][v] = vec8{0, 0, 0, 0, 0, 0, 0, 0};
+    for (int v = 0; v < V; ++v) acc[c][v] = VT{};
   for (int64_t r = 0; r < a.R; ++r) {
     const float* s = a.src[r] + a.shift;
     const float* wr = a.wrow[r];
     for (int64_t t = 0; t < a.T; ++t) {
       const float* st = s + a.soff[t];
       const float* wt = wr + a.wtap[t];
-      vec8 xv[V];
+      VT xv[V];
 #pragma GCC unroll 8
-      for (int v = 0; v < V; ++v) xv[v] = load8(st + 8 * v);
+      for (int v = 0; v < V; ++v) xv[v] = loadv<VT>(st + kL * v);
 #pragma GCC unroll 8
       for (int c = 0; c < CB; ++c) {
         const float wv = wt[c * a.wcb];
@@ -84,81 +88,113 @@ DECONV_ALWAYS_INLINE void strip_body(const Strip& a) {
     }
   }
   for (int c = 0; c < CB; ++c) {
-    float lane[8 * V];
-    std::memcpy(lane, acc[c], sizeof lane);
     const float b = a.bias ? a.bias[c] : 0.f;
     float* o = a.out + c * a.ocb;
+    if (a.olane == 1 && a.count == kL * V) {  // full contiguous strip: vector stores
+#pragma GCC unroll 8
+      for (int v = 0; v < V; ++v) {
+        const VT r = acc[c][v] + b;
+        std::memcpy(o + kL * v, &r, sizeof r);
+      }
+      continue;
+    }
+    float lane[kL * V];
+    std::memcpy(lane, acc[c], sizeof lane);
     for (int64_t l = 0; l < a.count; ++l) o[l * a.olane] = lane[l] + b;
   }
 }
 
 // ---- grad_weight micro-kernel: TB taps of one weight row, dot products along iw ----------------------
 struct DotRows {
-  const float* const* x;   // R input rows (zero beyond W_in up to a multiple of 16)
+  const float* const* x;   // R input rows (zero beyond W_in up to a multiple of 2 vectors)
   const float* const* gy;  // R deinterleaved gy rows
-  int64_t R, width;        // rows, columns rounded up to 16
+  int64_t R, width;        // rows, columns rounded up to 2 vectors
   const int64_t* soff;     // TB offsets into the gy rows
   float* out;              // TB results
 };
 
-template <int TB>
+template <typename VT, int TB>
 DECONV_ALWAYS_INLINE void dot_body(const DotRows& a) {
-  vec8 acc[TB][2];
+  constexpr int kL = sizeof(VT) / sizeof(float);
+  VT acc[TB][2];
 #pragma GCC unroll 8
-  for (int t = 0; t < TB; ++t) acc[t][0] = acc[t][1] = vec8{0, 0, 0, 0, 0, 0, 0, 0};
+  for (int t = 0; t < TB; ++t) acc[t][0] = acc[t][1] = VT{};
   for (int64_t r = 0; r < a.R; ++r) {
     const float* xr = a.x[r];
     const float* gr = a.gy[r];
-    for (int64_t i = 0; i < a.width; i += 16) {
-      const vec8 x0 = load8(xr + i), x1 = load8(xr + i + 8);
+    for (int64_t i = 0; i < a.width; i += 2 * kL) {
+      const VT x0 = loadv<VT>(xr + i), x1 = loadv<VT>(xr + i + kL);
 #pragma GCC unroll 8
       for (int t = 0; t < TB; ++t) {
-        acc[t][0] += x0 * load8(gr + a.soff[t] + i);
-        acc[t][1] += x1 * load8(gr + a.soff[t] + i + 8);
+        acc[t][0] += x0 * loadv<VT>(gr + a.soff[t] + i);
+        acc[t][1] += x1 * loadv<VT>(gr + a.soff[t] + i + kL);
       }
     }
   }
   for (int t = 0; t < TB; ++t) {
-    float lane[8];
-    const vec8 v = acc[t][0] + acc[t][1];
+    float lane[kL];
+    const VT v = acc[t][0] + acc[t][1];
     std::memcpy(lane, &v, sizeof lane);
-    a.out[t] = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+    for (int w = kL / 2; w >= 1; w /= 2)  // pairwise, fixed order
+      for (int l = 0; l < w; ++l) lane[l] += lane[l + w];
+    a.out[t] = lane[0];
   }
 }
 
-// ---- ISA dispatch: AVX2/FMA clones on x86-64, the same code for the baseline ISA elsewhere ---------
+// ---- ISA dispatch: AVX-512 and AVX2/FMA clones on x86-64, 8-lane baseline code elsewhere -------------
 using StripFn = void (*)(const Strip&);
 using DotFn = void (*)(const DotRows&);
 
-template <int CB, int V> void strip_base(const Strip& a) { strip_body<CB, V>(a); }
-template <int TB> void dot_base(const DotRows& a) { dot_body<TB>(a); }
+template <int CB, int V> void strip_base(const Strip& a) { strip_body<vec8, CB, V>(a); }
+template <int TB> void dot_base(const DotRows& a) { dot_body<vec8, TB>(a); }
 #if defined(__x86_64__)
-template <int CB, int V> __attribute__((target("avx2,fma"))) void strip_avx2(const Strip& a) { strip_body<CB, V>(a); }
-template <int TB> __attribute__((target("avx2,fma"))) void dot_avx2(const DotRows& a) { dot_body<TB>(a); }
-bool has_avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return yes;
-}
+#define DECONV_AVX2 __attribute__((target("avx2,fma")))
+#define DECONV_AVX512 __attribute__((target("avx512f,avx2,fma")))
+template <int CB, int V> DECONV_AVX2 void strip_avx2(const Strip& a) { strip_body<vec8, CB, V>(a); }
+template <int TB> DECONV_AVX2 void dot_avx2(const DotRows& a) { dot_body<vec8, TB>(a); }
+template <int CB, int V> DECONV_AVX512 void strip_avx512(const Strip& a) { strip_body<vec16, CB, V>(a); }
+template <int TB> DECONV_AVX512 void dot_avx512(const DotRows& a) { dot_body<vec16, TB>(a); }
 #endif
+
+// 2: AVX-512 (16 lanes), 1: AVX2/FMA (8 lanes), 0: baseline (8 lanes). The environment variable
+// DECONV_EXT_CPU_ISA=avx2|baseline caps it (read once), so tests can cover every variant on one machine.
+int isa_level() {
+#if defined(__x86_64__)
+  static const int level = [] {
+    int l = __builtin_cpu_supports("avx512f") ? 2
+            : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? 1 : 0;
+    const char* cap = std::getenv("DECONV_EXT_CPU_ISA");
+    if (cap && std::strcmp(cap, "avx2") == 0) l = std::min(l, 1);
+    if (cap && std::strcmp(cap, "baseline") == 0) l = 0;
+    return l;
+  }();
+  return level;
+#else
+  return 0;
+#endif
+}
+int64_t lanes() { return isa_level() == 2 ? 16 : 8; }
 
 template <int CB, int V> StripFn strip_fn() {
 #if defined(__x86_64__)
-  if (has_avx2()) return &strip_avx2<CB, V>;
+  if (isa_level() == 2) return &strip_avx512<CB, V>;
+  if (isa_level() == 1) return &strip_avx2<CB, V>;
 #endif
   return &strip_base<CB, V>;
 }
 template <int TB> DotFn dot_fn() {
 #if defined(__x86_64__)
-  if (has_avx2()) return &dot_avx2<TB>;
+  if (isa_level() == 2) return &dot_avx512<TB>;
+  if (isa_level() == 1) return &dot_avx2<TB>;
 #endif
   return &dot_base<TB>;
 }
 
-// Accumulators CB*V stay within 8 vector registers (16 on AVX2, minus the loaded inputs).
+// Accumulators CB*V stay within 8 vector registers (of 16 on AVX2, minus the loaded inputs).
 int max_v(int64_t cb) { return cb == 1 ? 8 : cb == 2 ? 4 : 2; }
 int pick_v(int64_t cb, int64_t width) {
   int v = 1;
-  while (v < max_v(cb) && 8 * v < width) v *= 2;
+  while (v < max_v(cb) && lanes() * v < width) v *= 2;
   return v;
 }
 StripFn pick_strip(int64_t cb, int v) {
@@ -183,25 +219,6 @@ DotFn pick_dot(int64_t tb) {
     case 3: return dot_fn<3>();
     default: return dot_fn<4>();
   }
-}
-
-// gy (N*C_out*H_out rows of W_out) -> (rows, sW, Wd): out[row][r][j] = gy[row][sW*j + r - pW], 0 outside.
-at::Tensor deinterleave(const ConvT2dShape& s, const at::Tensor& gy, int64_t Wd) {
-  const int64_t rows = s.N * s.C_out * s.H_out;
-  auto out = at::empty({rows, s.sW, Wd}, gy.options());
-  const float* src = gy.const_data_ptr<float>();
-  float* dst = out.mutable_data_ptr<float>();
-  at::parallel_for(0, rows, grain(s.sW * Wd), [&](int64_t r0, int64_t r1) {
-    for (int64_t row = r0; row < r1; ++row)
-      for (int64_t r = 0; r < s.sW; ++r) {
-        float* d = dst + (row * s.sW + r) * Wd;
-        for (int64_t j = 0; j < Wd; ++j) {
-          const int64_t c = s.sW * j + r - s.pW;
-          d[j] = (c >= 0 && c < s.W_out) ? src[row * s.W_out + c] : 0.f;
-        }
-      }
-  });
-  return out;
 }
 
 }  // namespace
@@ -230,7 +247,7 @@ void direct_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor
     ph.m_lo = std::max<int64_t>(0, ceil_div(s.pW - rw, s.sW));
     ph.m_hi = floor_div(s.W_out - 1 + s.pW - rw, s.sW);
     const int v = pick_v(cog, ph.m_hi - ph.m_lo + 1);
-    ph.L = 8 * v;
+    ph.L = lanes() * v;
     ph.fn = pick_strip(cog, v);
     if (ph.m_hi >= ph.m_lo) read_end = std::max(read_end, ph.m_lo + round_up(ph.m_hi - ph.m_lo + 1, ph.L));
   }
@@ -277,14 +294,15 @@ void direct_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor
 void direct_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, at::Tensor& gx) {
   const int64_t cig = s.cin_per_group(), cog = s.cout_per_group(), kk = s.kH * s.kW;
   const int64_t CB = std::min<int64_t>(4, cig), nblk = (cig + CB - 1) / CB;
-  const int v = pick_v(CB, s.W_in), L = 8 * v;
+  const int v = pick_v(CB, s.W_in);
+  const int64_t L = lanes() * v;
   std::vector<int64_t> soff(s.kW), wtap(s.kW);
   const int64_t maxq = (s.kW - 1) * s.dW / s.sW, Wd = round_up(s.W_in, L) + maxq;
   for (int64_t kw = 0; kw < s.kW; ++kw) {
     soff[kw] = (kw * s.dW % s.sW) * Wd + kw * s.dW / s.sW;
     wtap[kw] = kw;
   }
-  const auto gyd = deinterleave(s, gy, Wd);
+  const auto gyd = deinterleave_columns(s, gy, Wd);
   const float* gp = gyd.const_data_ptr<float>();
   const float* wp = w.const_data_ptr<float>();
   float* gxp = gx.mutable_data_ptr<float>();
@@ -307,7 +325,7 @@ void direct_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Te
         }
       }
       const StripFn fn = cb == CB ? pick_strip(CB, v) : pick_strip(cb, std::min(v, max_v(cb)));
-      const int64_t Lb = cb == CB ? L : 8 * std::min(v, max_v(cb));
+      const int64_t Lb = cb == CB ? L : lanes() * std::min(v, max_v(cb));
       Strip a{src.data(), wr.data(), R, soff.data(), wtap.data(), s.kW, cog * kk, 0, nullptr, nullptr,
               s.H_in * s.W_in, 1, 0};
       float* gxrow = gxp + ((n * s.C_in + ci0) * s.H_in + ih) * s.W_in;
@@ -324,10 +342,10 @@ void direct_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Te
 // ---- grad_weight -------------------------------------------------------------------------------------------
 void direct_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, at::Tensor& gw) {
   const int64_t cig = s.cin_per_group(), cog = s.cout_per_group();
-  const int64_t width = round_up(s.W_in, 16), maxq = (s.kW - 1) * s.dW / s.sW, Wd = width + maxq;
+  const int64_t width = round_up(s.W_in, 2 * lanes()), maxq = (s.kW - 1) * s.dW / s.sW, Wd = width + maxq;
   std::vector<int64_t> soff(s.kW);
   for (int64_t kw = 0; kw < s.kW; ++kw) soff[kw] = (kw * s.dW % s.sW) * Wd + kw * s.dW / s.sW;
-  const auto gyd = deinterleave(s, gy, Wd);
+  const auto gyd = deinterleave_columns(s, gy, Wd);
   auto xpad = at::zeros({s.N, s.C_in, s.H_in, width}, x.options());
   xpad.narrow(3, 0, s.W_in).copy_(x);
   const float* gp = gyd.const_data_ptr<float>();
