@@ -11,6 +11,7 @@ import sys
 
 # name -> (module, one-line help)
 SUBCOMMANDS = {
+    "bench": ("deconv_ext.bench", "benchmark against F.conv_transpose2d"),
 }
 
 
