@@ -29,10 +29,11 @@ struct Chunk {
 
 template <typename F>
 void for_each_chunk(const ConvT2dShape& s, int64_t taps_per_column, F&& f) {
-  // Budget for the column buffer: half the output size (the backward also holds an output-sized
-  // deinterleaved gy), at least 256k and at most 4M elements.
+  // Budget for the column buffer: the output size, at least 1M and at most 8M elements. Few chunks
+  // matter: each one is three parallel regions (im2col or col2im, the GEMM, a copy), and every region
+  // ends in a barrier that costs a lot when the cores are shared with other processes.
   const int64_t out = s.N * s.C_out * s.H_out * s.W_out;
-  const int64_t budget = std::min<int64_t>(std::max<int64_t>(out / 2, 1 << 18), 1 << 22);
+  const int64_t budget = std::min<int64_t>(std::max<int64_t>(out, 1 << 20), 1 << 23);
   const int64_t per_row = std::max<int64_t>(1, taps_per_column * s.W_in);
   const int64_t per_image = per_row * s.H_in;
   if (per_image <= budget) {
