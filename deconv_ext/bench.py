@@ -8,9 +8,10 @@ a fresh graph each call; the forward is not timed), fwdbwd (forward + backward).
 transposed convolution (no multiplications by inserted zeros).
 
 Peak memory (--memory, default on): each implementation runs the forward of one large case in a fresh
-subprocess. On CPU the number is the growth of the process's peak resident set size
-(getrusage ru_maxrss) across that call, measured after a warm-up call of the same kind on a tiny
-input, so the libraries are loaded and the allocator is primed; it includes the output tensor itself.
+subprocess. On CPU (Linux) the number is the growth of the peak resident set size across that call: the peak
+(VmHWM) is reset through /proc/self/clear_refs just before the call and compared with the resident
+size (VmRSS) then, after a warm-up call on a tiny input (libraries loaded, allocator primed); it
+includes the output tensor itself.
 On CUDA it is torch.cuda.max_memory_allocated() during the call, minus the memory held before it.
 """
 import argparse
@@ -152,9 +153,15 @@ with torch.no_grad():
         y = fn(x, w, b, *params); torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() - before
     else:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        def status(key):
+            for line in open("/proc/self/status"):
+                if line.startswith(key):
+                    return int(line.split()[1]) * 1024
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset the peak (VmHWM) to the current resident set size
+        before = status("VmRSS")
         y = fn(x, w, b, *params)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+        peak = status("VmHWM") - before
 print(json.dumps({{"peak_bytes": peak, "output_bytes": y.numel() * y.element_size(),
                   "input_bytes": x.numel() * x.element_size()}}))
 """
@@ -234,7 +241,7 @@ def run(args):
     memory = None
     if args.memory and not args.quick:
         memory = {"shape": MEMORY_CASE[0], "dims": MEMORY_CASE[2],
-                  "method": "peak RSS growth (ru_maxrss) in a fresh subprocess" if device == "cpu"
+                  "method": "peak RSS growth (VmHWM after reset - VmRSS) in a fresh subprocess" if device == "cpu"
                   else "torch.cuda.max_memory_allocated growth",
                   "results": measure_memory(MEMORY_CASE, device, torch.get_num_threads())}
         print(f"\npeak memory, forward of {MEMORY_CASE[0]} {MEMORY_CASE[2]} ({memory['method']}):")
