@@ -12,6 +12,7 @@ import sys
 # name -> (module, one-line help)
 SUBCOMMANDS = {
     "info": ("deconv_ext.info", "build and runtime information"),
+    "bench": ("deconv_ext.bench", "benchmark against F.conv_transpose2d"),
 }
 
 

@@ -1,4 +1,6 @@
-// CPU kernels of the four deconv_ext ops (straightforward direct loops, threaded with at::parallel_for).
+// CPU kernels of the four deconv_ext ops. float32/float64 take the fast paths of fast_paths.h (direct
+// vectorised kernels for few output channels, BLAS GEMM otherwise); the straightforward direct loops
+// below, threaded with at::parallel_for, serve the remaining cases (half, bfloat16, small-channel double).
 //
 // Every kernel reads and writes contiguous NCHW buffers; layouts are converted at the boundary,
 // so channels_last and strided inputs cost one copy. Accumulation is in at::opmath_type (float for
@@ -13,6 +15,7 @@
 #include <vector>
 
 #include "../conv_transpose2d.h"
+#include "fast_paths.h"
 
 namespace deconv_ext {
 namespace {
@@ -124,7 +127,11 @@ at::Tensor forward_cpu(const at::Tensor& input, const at::Tensor& weight, const 
   auto y = at::empty(c10::asIntArrayRefUnchecked(size), x.options());
   if (y.numel() > 0) {
     const auto s = make_shape(x, y, w.size(2), w.size(3), stride, padding, groups, dilation);
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "conv_transpose2d_cpu", [&] {
+    if (cpu::use_direct(s, x.scalar_type())) {
+      cpu::direct_forward(s, x, w, b, y);
+    } else if (cpu::use_gemm(s, x.scalar_type())) {
+      cpu::gemm_forward(s, x, w, b, y);
+    } else AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "conv_transpose2d_cpu", [&] {
       forward_kernel<scalar_t>(s, x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
                                has_bias ? b.const_data_ptr<scalar_t>() : nullptr, y.mutable_data_ptr<scalar_t>());
     });
@@ -140,7 +147,11 @@ at::Tensor grad_input_cpu(const at::Tensor& grad_output, const at::Tensor& weigh
   auto gx = at::empty(c10::asIntArrayRefUnchecked(size), gy.options());
   if (gx.numel() > 0) {
     const auto s = make_shape(gx, gy, w.size(2), w.size(3), stride, padding, groups, dilation);
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gy.scalar_type(), "conv_transpose2d_grad_input_cpu", [&] {
+    if (cpu::use_direct_backward(s, gy.scalar_type())) {
+      cpu::direct_grad_input(s, gy, w, gx);
+    } else if (cpu::use_gemm_backward(s, gy.scalar_type())) {
+      cpu::gemm_grad_input(s, gy, w, gx);
+    } else AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gy.scalar_type(), "conv_transpose2d_grad_input_cpu", [&] {
       grad_input_kernel<scalar_t>(s, gy.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
                                   gx.mutable_data_ptr<scalar_t>());
     });
@@ -157,7 +168,11 @@ at::Tensor grad_weight_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
   auto gw = at::empty(c10::asIntArrayRefUnchecked(size), x.options());
   if (gw.numel() > 0) {
     const auto s = make_shape(x, gy, kernel_size[0], kernel_size[1], stride, padding, groups, dilation);
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "conv_transpose2d_grad_weight_cpu", [&] {
+    if (cpu::use_direct_backward(s, x.scalar_type())) {
+      cpu::direct_grad_weight(s, gy, x, gw);
+    } else if (cpu::use_gemm_backward(s, x.scalar_type())) {
+      cpu::gemm_grad_weight(s, gy, x, gw);
+    } else AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "conv_transpose2d_grad_weight_cpu", [&] {
       grad_weight_kernel<scalar_t>(s, gy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
                                    gw.mutable_data_ptr<scalar_t>());
     });

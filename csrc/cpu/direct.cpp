@@ -1,0 +1,378 @@
+// Direct float32 kernels for few output channels per group (see fast_paths.h for when they are used).
+//
+// Work unit: a "strip" of CB output channels x (8*V) consecutive outputs of one row, accumulated in
+// registers over R source rows x T taps. Inputs are laid out so that a strip's source values are
+// contiguous for every tap:
+//   forward      output column ow with (ow + pW) = sW*m + rw (phase rw) is fed by taps kw with
+//                kw*dW = rw (mod sW), from input column m - e(kw), e = (kw*dW - rw) / sW >= 0: a strip
+//                runs over consecutive m of one phase, reading a zero-padded copy of the input
+//                (E = max e columns on the left, so no bounds tests inside the loops).
+//   grad_input   gx[iw] reads gy at column iw*sW - pW + kw*dW = sW*(iw + q) + r - pW, with
+//                kw*dW = sW*q + r: a copy of gy split into sW column phases ("deinterleaved", zeros
+//                outside the image) makes it contiguous in iw.
+//   grad_weight  the same two buffers; each weight element is a dot product over (n, ih, iw),
+//                vectorised along iw and summed across lanes in a fixed order.
+// Extra memory: the padded input (input-sized) and the deinterleaved gy (output-sized).
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "fast_paths.h"
+
+// `acc += w * x` must become one fused multiply-add; GCC does not contract in ISO C++ mode.
+#pragma GCC optimize("fp-contract=fast")
+#pragma GCC diagnostic ignored "-Wpsabi"  // vector types never cross a call boundary: all helpers are always_inline
+
+namespace deconv_ext {
+namespace cpu {
+namespace {
+
+typedef float vec8 __attribute__((vector_size(32)));
+typedef float vec16 __attribute__((vector_size(64)));
+#define DECONV_ALWAYS_INLINE inline __attribute__((always_inline))
+
+template <typename VT>
+DECONV_ALWAYS_INLINE VT loadv(const float* p) {
+  VT v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
+
+// Work per parallel chunk: ~64k multiply-adds, so small problems stay on one thread.
+int64_t grain(int64_t work_per_item) { return std::max<int64_t>(1, 65536 / std::max<int64_t>(1, work_per_item)); }
+
+// ---- the strip micro-kernel ------------------------------------------------------------------------
+struct Strip {
+  const float* const* src;  // R source rows (pointer to column 0 of the strip's frame)
+  const float* const* wrow;  // R weight pointers (first channel of the block)
+  int64_t R;
+  const int64_t* soff;  // T source offsets (added to src[r] + shift)
+  const int64_t* wtap;  // T weight offsets (added to wrow[r])
+  int64_t T;
+  int64_t wcb;    // weight stride between the CB channels of the block
+  int64_t shift;  // first strip position
+  const float* bias;  // CB values or null
+  float* out;
+  int64_t ocb, olane, count;  // output strides (channel, lane) and number of lanes to store
+};
+
+template <typename VT, int CB, int V>
+DECONV_ALWAYS_INLINE void strip_body(const Strip& a) {
+  constexpr int kL = sizeof(VT) / sizeof(float);
+  VT acc[CB][V];
+#pragma GCC unroll 8
+  for (int c = 0; c < CB; ++c)
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) acc[c][v] = VT{};
+  for (int64_t r = 0; r < a.R; ++r) {
+    const float* s = a.src[r] + a.shift;
+    const float* wr = a.wrow[r];
+    for (int64_t t = 0; t < a.T; ++t) {
+      const float* st = s + a.soff[t];
+      const float* wt = wr + a.wtap[t];
+      VT xv[V];
+#pragma GCC unroll 8
+      for (int v = 0; v < V; ++v) xv[v] = loadv<VT>(st + kL * v);
+#pragma GCC unroll 8
+      for (int c = 0; c < CB; ++c) {
+        const float wv = wt[c * a.wcb];
+#pragma GCC unroll 8
+        for (int v = 0; v < V; ++v) acc[c][v] += wv * xv[v];
+      }
+    }
+  }
+  for (int c = 0; c < CB; ++c) {
+    const float b = a.bias ? a.bias[c] : 0.f;
+    float* o = a.out + c * a.ocb;
+    if (a.olane == 1 && a.count == kL * V) {  // full contiguous strip: vector stores
+#pragma GCC unroll 8
+      for (int v = 0; v < V; ++v) {
+        const VT r = acc[c][v] + b;
+        std::memcpy(o + kL * v, &r, sizeof r);
+      }
+      continue;
+    }
+    float lane[kL * V];
+    std::memcpy(lane, acc[c], sizeof lane);
+    for (int64_t l = 0; l < a.count; ++l) o[l * a.olane] = lane[l] + b;
+  }
+}
+
+// ---- grad_weight micro-kernel: TB taps of one weight row, dot products along iw ----------------------
+struct DotRows {
+  const float* const* x;   // R input rows (zero beyond W_in up to a multiple of 2 vectors)
+  const float* const* gy;  // R deinterleaved gy rows
+  int64_t R, width;        // rows, columns rounded up to 2 vectors
+  const int64_t* soff;     // TB offsets into the gy rows
+  float* out;              // TB results
+};
+
+template <typename VT, int TB>
+DECONV_ALWAYS_INLINE void dot_body(const DotRows& a) {
+  constexpr int kL = sizeof(VT) / sizeof(float);
+  VT acc[TB][2];
+#pragma GCC unroll 8
+  for (int t = 0; t < TB; ++t) acc[t][0] = acc[t][1] = VT{};
+  for (int64_t r = 0; r < a.R; ++r) {
+    const float* xr = a.x[r];
+    const float* gr = a.gy[r];
+    for (int64_t i = 0; i < a.width; i += 2 * kL) {
+      const VT x0 = loadv<VT>(xr + i), x1 = loadv<VT>(xr + i + kL);
+#pragma GCC unroll 8
+      for (int t = 0; t < TB; ++t) {
+        acc[t][0] += x0 * loadv<VT>(gr + a.soff[t] + i);
+        acc[t][1] += x1 * loadv<VT>(gr + a.soff[t] + i + kL);
+      }
+    }
+  }
+  for (int t = 0; t < TB; ++t) {
+    float lane[kL];
+    const VT v = acc[t][0] + acc[t][1];
+    std::memcpy(lane, &v, sizeof lane);
+    for (int w = kL / 2; w >= 1; w /= 2)  // pairwise, fixed order
+      for (int l = 0; l < w; ++l) lane[l] += lane[l + w];
+    a.out[t] = lane[0];
+  }
+}
+
+// ---- ISA dispatch: AVX-512 and AVX2/FMA clones on x86-64, 8-lane baseline code elsewhere -------------
+using StripFn = void (*)(const Strip&);
+using DotFn = void (*)(const DotRows&);
+
+template <int CB, int V> void strip_base(const Strip& a) { strip_body<vec8, CB, V>(a); }
+template <int TB> void dot_base(const DotRows& a) { dot_body<vec8, TB>(a); }
+#if defined(__x86_64__)
+#define DECONV_AVX2 __attribute__((target("avx2,fma")))
+#define DECONV_AVX512 __attribute__((target("avx512f,avx2,fma")))
+template <int CB, int V> DECONV_AVX2 void strip_avx2(const Strip& a) { strip_body<vec8, CB, V>(a); }
+template <int TB> DECONV_AVX2 void dot_avx2(const DotRows& a) { dot_body<vec8, TB>(a); }
+template <int CB, int V> DECONV_AVX512 void strip_avx512(const Strip& a) { strip_body<vec16, CB, V>(a); }
+template <int TB> DECONV_AVX512 void dot_avx512(const DotRows& a) { dot_body<vec16, TB>(a); }
+#endif
+
+// 2: AVX-512 (16 lanes), 1: AVX2/FMA (8 lanes), 0: baseline (8 lanes). The environment variable
+// DECONV_EXT_CPU_ISA=avx2|baseline caps it (read once), so tests can cover every variant on one machine.
+int isa_level() {
+#if defined(__x86_64__)
+  static const int level = [] {
+    int l = __builtin_cpu_supports("avx512f") ? 2
+            : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? 1 : 0;
+    const char* cap = std::getenv("DECONV_EXT_CPU_ISA");
+    if (cap && std::strcmp(cap, "avx2") == 0) l = std::min(l, 1);
+    if (cap && std::strcmp(cap, "baseline") == 0) l = 0;
+    return l;
+  }();
+  return level;
+#else
+  return 0;
+#endif
+}
+int64_t lanes() { return isa_level() == 2 ? 16 : 8; }
+
+template <int CB, int V> StripFn strip_fn() {
+#if defined(__x86_64__)
+  if (isa_level() == 2) return &strip_avx512<CB, V>;
+  if (isa_level() == 1) return &strip_avx2<CB, V>;
+#endif
+  return &strip_base<CB, V>;
+}
+template <int TB> DotFn dot_fn() {
+#if defined(__x86_64__)
+  if (isa_level() == 2) return &dot_avx512<TB>;
+  if (isa_level() == 1) return &dot_avx2<TB>;
+#endif
+  return &dot_base<TB>;
+}
+
+// Accumulators CB*V stay within 8 vector registers (of 16 on AVX2, minus the loaded inputs).
+int max_v(int64_t cb) { return cb == 1 ? 8 : cb == 2 ? 4 : 2; }
+int pick_v(int64_t cb, int64_t width) {
+  int v = 1;
+  while (v < max_v(cb) && lanes() * v < width) v *= 2;
+  return v;
+}
+StripFn pick_strip(int64_t cb, int v) {
+  switch (cb * 16 + v) {
+    case 16 + 1: return strip_fn<1, 1>();
+    case 16 + 2: return strip_fn<1, 2>();
+    case 16 + 4: return strip_fn<1, 4>();
+    case 16 + 8: return strip_fn<1, 8>();
+    case 32 + 1: return strip_fn<2, 1>();
+    case 32 + 2: return strip_fn<2, 2>();
+    case 32 + 4: return strip_fn<2, 4>();
+    case 48 + 1: return strip_fn<3, 1>();
+    case 48 + 2: return strip_fn<3, 2>();
+    case 64 + 1: return strip_fn<4, 1>();
+    default: return strip_fn<4, 2>();
+  }
+}
+DotFn pick_dot(int64_t tb) {
+  switch (tb) {
+    case 1: return dot_fn<1>();
+    case 2: return dot_fn<2>();
+    case 3: return dot_fn<3>();
+    default: return dot_fn<4>();
+  }
+}
+
+}  // namespace
+
+// ---- forward -------------------------------------------------------------------------------------------
+void direct_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
+                    at::Tensor& y) {
+  const int64_t cig = s.cin_per_group(), cog = s.cout_per_group(), kk = s.kH * s.kW;
+  struct Phase {
+    int64_t m_lo, m_hi, L;
+    StripFn fn;
+    std::vector<int64_t> soff, wtap;
+  };
+  std::vector<Phase> phases(s.sW);
+  int64_t E = 0, read_end = s.W_in;
+  for (int64_t rw = 0; rw < s.sW; ++rw)
+    for (int64_t kw = 0; kw < s.kW; ++kw)
+      if ((kw * s.dW - rw) % s.sW == 0) E = std::max(E, (kw * s.dW - rw) / s.sW);
+  for (int64_t rw = 0; rw < s.sW; ++rw) {
+    Phase& ph = phases[rw];
+    for (int64_t kw = 0; kw < s.kW; ++kw)
+      if ((kw * s.dW - rw) % s.sW == 0) {
+        ph.soff.push_back(-(kw * s.dW - rw) / s.sW);
+        ph.wtap.push_back(kw);
+      }
+    ph.m_lo = std::max<int64_t>(0, ceil_div(s.pW - rw, s.sW));
+    ph.m_hi = floor_div(s.W_out - 1 + s.pW - rw, s.sW);
+    const int v = pick_v(cog, ph.m_hi - ph.m_lo + 1);
+    ph.L = lanes() * v;
+    ph.fn = pick_strip(cog, v);
+    if (ph.m_hi >= ph.m_lo) read_end = std::max(read_end, ph.m_lo + round_up(ph.m_hi - ph.m_lo + 1, ph.L));
+  }
+  const int64_t Wp = E + read_end;
+  auto xpad = at::zeros({s.N, s.C_in, s.H_in, Wp}, x.options());
+  xpad.narrow(3, E, s.W_in).copy_(x);
+  const float* xp = xpad.const_data_ptr<float>();
+  const float* wp = w.const_data_ptr<float>();
+  const float* bp = b.defined() ? b.const_data_ptr<float>() : nullptr;
+  float* yp = y.mutable_data_ptr<float>();
+
+  const int64_t tasks = s.N * s.groups * s.H_out;
+  const int64_t work = cig * cog * kk / (s.sH * s.sW) * s.W_out + s.W_out;
+  at::parallel_for(0, tasks, grain(work), [&](int64_t t0, int64_t t1) {
+    std::vector<const float*> src(cig * s.kH), wr(cig * s.kH);
+    for (int64_t task = t0; task < t1; ++task) {
+      const int64_t oh = task % s.H_out, g = (task / s.H_out) % s.groups, n = task / (s.H_out * s.groups);
+      const TapRun th = taps_for_output(oh, s.H_in, s.kH, s.sH, s.pH, s.dH);
+      int64_t R = 0;
+      for (int64_t cil = 0; cil < cig; ++cil) {
+        const int64_t ci = g * cig + cil;
+        for (int64_t j = th.j_begin; j < th.j_end; ++j, ++R) {
+          src[R] = xp + ((n * s.C_in + ci) * s.H_in + th.input(j)) * Wp + E;
+          wr[R] = wp + ci * cog * kk + th.tap(j) * s.kW;
+        }
+      }
+      float* yrow = yp + ((n * s.C_out + g * cog) * s.H_out + oh) * s.W_out;
+      for (const Phase& ph : phases) {
+        const int64_t rw = &ph - phases.data();
+        Strip a{src.data(), wr.data(), R, ph.soff.data(), ph.wtap.data(), static_cast<int64_t>(ph.soff.size()),
+                kk, 0, bp ? bp + g * cog : nullptr, nullptr, s.H_out * s.W_out, s.sW, 0};
+        for (int64_t m0 = ph.m_lo; m0 <= ph.m_hi; m0 += ph.L) {
+          a.shift = m0;
+          a.out = yrow + s.sW * m0 + rw - s.pW;
+          a.count = std::min(ph.L, ph.m_hi - m0 + 1);
+          ph.fn(a);
+        }
+      }
+    }
+  });
+}
+
+// ---- grad_input ------------------------------------------------------------------------------------------
+void direct_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, at::Tensor& gx) {
+  const int64_t cig = s.cin_per_group(), cog = s.cout_per_group(), kk = s.kH * s.kW;
+  const int64_t CB = std::min<int64_t>(4, cig), nblk = (cig + CB - 1) / CB;
+  const int v = pick_v(CB, s.W_in);
+  const int64_t L = lanes() * v;
+  std::vector<int64_t> soff(s.kW), wtap(s.kW);
+  const int64_t maxq = (s.kW - 1) * s.dW / s.sW, Wd = round_up(s.W_in, L) + maxq;
+  for (int64_t kw = 0; kw < s.kW; ++kw) {
+    soff[kw] = (kw * s.dW % s.sW) * Wd + kw * s.dW / s.sW;
+    wtap[kw] = kw;
+  }
+  const auto gyd = deinterleave_columns(s, gy, Wd);
+  const float* gp = gyd.const_data_ptr<float>();
+  const float* wp = w.const_data_ptr<float>();
+  float* gxp = gx.mutable_data_ptr<float>();
+  const int64_t tasks = s.N * s.groups * nblk * s.H_in;
+  const int64_t work = CB * cog * kk * s.W_in + s.W_in;
+  at::parallel_for(0, tasks, grain(work), [&](int64_t t0, int64_t t1) {
+    std::vector<const float*> src(cog * s.kH), wr(cog * s.kH);
+    for (int64_t task = t0; task < t1; ++task) {
+      const int64_t ih = task % s.H_in, blk = (task / s.H_in) % nblk, g = (task / (s.H_in * nblk)) % s.groups;
+      const int64_t n = task / (s.H_in * nblk * s.groups);
+      const int64_t ci0 = g * cig + blk * CB, cb = std::min(CB, cig - blk * CB);
+      const Range kh = taps_for_input(ih, s.H_out, s.kH, s.sH, s.pH, s.dH);
+      int64_t R = 0;
+      for (int64_t col = 0; col < cog; ++col) {
+        const int64_t co = g * cog + col;
+        for (int64_t t = kh.begin; t < kh.end; ++t, ++R) {
+          const int64_t oh = ih * s.sH - s.pH + t * s.dH;
+          src[R] = gp + ((n * s.C_out + co) * s.H_out + oh) * s.sW * Wd;
+          wr[R] = wp + (ci0 * cog + col) * kk + t * s.kW;
+        }
+      }
+      const StripFn fn = cb == CB ? pick_strip(CB, v) : pick_strip(cb, std::min(v, max_v(cb)));
+      const int64_t Lb = cb == CB ? L : lanes() * std::min(v, max_v(cb));
+      Strip a{src.data(), wr.data(), R, soff.data(), wtap.data(), s.kW, cog * kk, 0, nullptr, nullptr,
+              s.H_in * s.W_in, 1, 0};
+      float* gxrow = gxp + ((n * s.C_in + ci0) * s.H_in + ih) * s.W_in;
+      for (int64_t iw0 = 0; iw0 < s.W_in; iw0 += Lb) {
+        a.shift = iw0;
+        a.out = gxrow + iw0;
+        a.count = std::min(Lb, s.W_in - iw0);
+        fn(a);
+      }
+    }
+  });
+}
+
+// ---- grad_weight -------------------------------------------------------------------------------------------
+void direct_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, at::Tensor& gw) {
+  const int64_t cig = s.cin_per_group(), cog = s.cout_per_group();
+  const int64_t width = round_up(s.W_in, 2 * lanes()), maxq = (s.kW - 1) * s.dW / s.sW, Wd = width + maxq;
+  std::vector<int64_t> soff(s.kW);
+  for (int64_t kw = 0; kw < s.kW; ++kw) soff[kw] = (kw * s.dW % s.sW) * Wd + kw * s.dW / s.sW;
+  const auto gyd = deinterleave_columns(s, gy, Wd);
+  auto xpad = at::zeros({s.N, s.C_in, s.H_in, width}, x.options());
+  xpad.narrow(3, 0, s.W_in).copy_(x);
+  const float* gp = gyd.const_data_ptr<float>();
+  const float* xp = xpad.const_data_ptr<float>();
+  float* gwp = gw.mutable_data_ptr<float>();
+  const int64_t tasks = s.C_in * cog * s.kH;
+  at::parallel_for(0, tasks, grain(s.N * s.H_in * width * s.kW / s.sH + 1), [&](int64_t t0, int64_t t1) {
+    std::vector<const float*> xr(s.N * s.H_in), gr(s.N * s.H_in);
+    for (int64_t task = t0; task < t1; ++task) {
+      const int64_t kh = task % s.kH, col = (task / s.kH) % cog, ci = task / (s.kH * cog);
+      const int64_t co = (ci / cig) * cog + col;
+      const Range ih = inputs_for_tap(kh, s.H_in, s.H_out, s.sH, s.pH, s.dH);
+      int64_t R = 0;
+      for (int64_t n = 0; n < s.N; ++n)
+        for (int64_t i = ih.begin; i < ih.end; ++i, ++R) {
+          xr[R] = xp + ((n * s.C_in + ci) * s.H_in + i) * width;
+          gr[R] = gp + ((n * s.C_out + co) * s.H_out + i * s.sH - s.pH + kh * s.dH) * s.sW * Wd;
+        }
+      float* out = gwp + task * s.kW;
+      for (int64_t kw0 = 0; kw0 < s.kW; kw0 += 4) {
+        const int64_t tb = std::min<int64_t>(4, s.kW - kw0);
+        const DotRows a{xr.data(), gr.data(), R, width, soff.data() + kw0, out + kw0};
+        pick_dot(tb)(a);
+      }
+    }
+  });
+}
+
+}  // namespace cpu
+}  // namespace deconv_ext

@@ -1,0 +1,60 @@
+// Fast CPU paths of the deconv_ext ops, chosen by the entry points in conv_transpose2d.cpp.
+//
+//   direct (direct.cpp): float32, few output channels per group (cout_per_group <= kDirectMaxCout:
+//     super-resolution last layers, RGB outputs, depthwise); for the backward also few input channels. Register-blocked strips of outputs along W,
+//     one phase (ow + pW) mod sW at a time, so the inputs of a strip are contiguous; vectorised with GCC
+//     vector extensions, compiled for AVX2/FMA on x86-64 with a portable fallback.
+//   gemm (gemm.cpp): float32/float64, many channels. One BLAS GEMM (at::mm) per chunk of input rows
+//     plus a col2im (forward) or im2col (backward) pass; chunks keep the column buffer near the output size.
+//
+// All arguments are contiguous NCHW tensors of the kernel's dtype; results are written in full
+// (nothing has to be pre-initialised). Each output element is reduced by one thread in a fixed order.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include "../index_math.h"
+
+namespace deconv_ext {
+namespace cpu {
+
+constexpr int64_t kDirectMaxCout = 4;
+
+constexpr int64_t kDirectMaxCinBackward = 8;
+
+// Forward: the direct kernel whenever it applies (the GEMM would have K = cin_per_group and a
+// col2im pass of cout*kH*kW adds per input pixel, which is what makes these shapes slow elsewhere).
+inline bool use_direct(const ConvT2dShape& s, at::ScalarType t) {
+  return t == at::kFloat && s.cout_per_group() <= kDirectMaxCout;
+}
+inline bool use_gemm(const ConvT2dShape& s, at::ScalarType t) {
+  return (t == at::kFloat || t == at::kDouble) && !use_direct(s, t);
+}
+// Backward: both adjoints are GEMMs with a long inner dimension (cout*kH*kW, or pixels) and
+// cin_per_group rows, which BLAS runs well once there are a few rows; the direct kernels keep the
+// few-channel cases (depthwise, narrow groups).
+inline bool use_direct_backward(const ConvT2dShape& s, at::ScalarType t) {
+  return use_direct(s, t) && s.cin_per_group() < kDirectMaxCinBackward;
+}
+inline bool use_gemm_backward(const ConvT2dShape& s, at::ScalarType t) {
+  return (t == at::kFloat || t == at::kDouble) && !use_direct_backward(s, t);
+}
+
+void direct_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
+                    at::Tensor& y);
+void direct_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, at::Tensor& gx);
+void direct_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, at::Tensor& gw);
+
+// gy (N*C_out*H_out rows of W_out) split into its sW column phases, zero outside the image:
+// out[row][r][j] = gy[row][sW*j + r - pW] for j < Wd (float or double). Then the gy values a tap kw
+// meets along a row of inputs, gy[row][iw*sW - pW + kw*dW], are contiguous: out[row][r][iw + q] with
+// kw*dW = q*sW + r.
+at::Tensor deinterleave_columns(const ConvT2dShape& s, const at::Tensor& gy, int64_t Wd);
+
+void gemm_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
+                  at::Tensor& y);
+void gemm_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, at::Tensor& gx);
+void gemm_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, at::Tensor& gw);
+
+}  // namespace cpu
+}  // namespace deconv_ext

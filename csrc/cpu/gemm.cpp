@@ -1,0 +1,200 @@
+// GEMM kernels for many channels (see fast_paths.h for when they are used).
+//
+// With the weight of group g viewed as a matrix Wg (cig x cog*kH*kW):
+//   forward      Z = Wg^T X            (cog*kH*kW x columns), then col2im: y[oh, ow] += Z[tap, (ih, iw)]
+//   grad_input   gx = Wg C             C = im2col(gy): C[tap, (ih, iw)] = gy[ih*sH - pH + kh*dH, ...] or 0
+//                                      (gathered from gy split into column phases: contiguous copies)
+//   grad_weight  gw_g += X C^T
+// where the columns are input pixels (n, ih, iw). The GEMMs go to BLAS through at::mm / addmm_. The
+// column buffer Z or C is cog*kH*kW times the number of columns, so the columns are processed in chunks
+// (whole images, or rows of one image) that keep it near the output size: no K*K*input buffer.
+// col2im is parallel over (image, channel) planes and im2col over buffer rows, each element written by
+// one thread in a fixed order, so results are deterministic.
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/zeros.h>
+
+#include "fast_paths.h"
+
+namespace deconv_ext {
+namespace cpu {
+namespace {
+
+// Column chunks: either `images` whole images (rows == H_in) or `rows` rows of one image.
+struct Chunk {
+  int64_t n0, images, ih0, rows;
+  int64_t columns(const ConvT2dShape& s) const { return images * rows * s.W_in; }
+};
+
+template <typename F>
+void for_each_chunk(const ConvT2dShape& s, int64_t taps_per_column, F&& f) {
+  // Budget for the column buffer: the output size, at least 1M and at most 8M elements. Few chunks
+  // matter: each one is three parallel regions (im2col or col2im, the GEMM, a copy), and every region
+  // ends in a barrier that costs a lot when the cores are shared with other processes.
+  const int64_t out = s.N * s.C_out * s.H_out * s.W_out;
+  const int64_t budget = std::min<int64_t>(std::max<int64_t>(out, 1 << 20), 1 << 23);
+  const int64_t per_row = std::max<int64_t>(1, taps_per_column * s.W_in);
+  const int64_t per_image = per_row * s.H_in;
+  if (per_image <= budget) {
+    const int64_t step = std::max<int64_t>(1, budget / per_image);
+    for (int64_t n0 = 0; n0 < s.N; n0 += step) f(Chunk{n0, std::min(step, s.N - n0), 0, s.H_in});
+  } else {
+    const int64_t step = std::max<int64_t>(1, budget / per_row);
+    for (int64_t n = 0; n < s.N; ++n)
+      for (int64_t ih0 = 0; ih0 < s.H_in; ih0 += step) f(Chunk{n, 1, ih0, std::min(step, s.H_in - ih0)});
+  }
+}
+
+// The chunk's columns of channels [c0, c0 + count) of a (N, C, H_in, W_in) tensor as a (count, columns)
+// matrix: a view for one image, a copy otherwise.
+at::Tensor columns_of(const at::Tensor& t, const Chunk& c, int64_t c0, int64_t count) {
+  if (c.images == 1) return t.select(0, c.n0).narrow(0, c0, count).narrow(1, c.ih0, c.rows).reshape({count, -1});
+  return t.narrow(0, c.n0, c.images).narrow(1, c0, count).transpose(0, 1).reshape({count, -1});
+}
+
+template <typename scalar_t>
+void deinterleave_impl(const ConvT2dShape& s, const scalar_t* src, int64_t Wd, scalar_t* dst) {
+  const int64_t rows = s.N * s.C_out * s.H_out;
+  at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / (s.sW * Wd)), [&](int64_t r0, int64_t r1) {
+    for (int64_t row = r0; row < r1; ++row)
+      for (int64_t r = 0; r < s.sW; ++r) {
+        scalar_t* d = dst + (row * s.sW + r) * Wd;
+        const scalar_t* g = src + row * s.W_out + r - s.pW;  // g[sW * j] = gy[row][sW*j + r - pW]
+        const int64_t j0 = std::min(Wd, std::max<int64_t>(0, ceil_div(s.pW - r, s.sW)));
+        const int64_t j1 = std::max(j0, std::min(Wd, floor_div(s.W_out - 1 + s.pW - r, s.sW) + 1));
+        std::fill(d, d + j0, scalar_t(0));
+        for (int64_t j = j0; j < j1; ++j) d[j] = g[s.sW * j];
+        std::fill(d + j1, d + Wd, scalar_t(0));
+      }
+  });
+}
+
+// C[(col*kH + kh)*kW + kw, column] = gy[n, g*cog + col, ih*sH - pH + kh*dH, iw*sW - pW + kw*dW] or 0,
+// copied row by row from the deinterleaved gy (so every copy is contiguous).
+template <typename scalar_t>
+at::Tensor im2col(const ConvT2dShape& s, const at::Tensor& gyd, int64_t Wd, int64_t g, const Chunk& c) {
+  const int64_t cog = s.cout_per_group(), kk = s.kH * s.kW, cols = c.columns(s);
+  auto buf = at::empty({cog * kk, cols}, gyd.options());
+  const scalar_t* src = gyd.const_data_ptr<scalar_t>();
+  scalar_t* dst = buf.mutable_data_ptr<scalar_t>();
+  at::parallel_for(0, cog * kk, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, cols)), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t kw = r % s.kW, kh = (r / s.kW) % s.kH, co = g * cog + r / kk;
+      const int64_t phase = kw * s.dW % s.sW, q = kw * s.dW / s.sW;
+      scalar_t* d = dst + r * cols;
+      for (int64_t n = c.n0; n < c.n0 + c.images; ++n)
+        for (int64_t ih = c.ih0; ih < c.ih0 + c.rows; ++ih, d += s.W_in) {
+          const int64_t oh = ih * s.sH - s.pH + kh * s.dH;
+          if (oh < 0 || oh >= s.H_out) {
+            std::fill(d, d + s.W_in, scalar_t(0));
+            continue;
+          }
+          const scalar_t* row = src + (((n * s.C_out + co) * s.H_out + oh) * s.sW + phase) * Wd + q;
+          std::copy(row, row + s.W_in, d);
+        }
+    }
+  });
+  return buf;
+}
+
+// y[n, g*cog + col] += col2im(Z) over the chunk's columns.
+template <typename scalar_t>
+void col2im_add(const ConvT2dShape& s, const at::Tensor& z, int64_t g, const Chunk& c, scalar_t* y) {
+  const int64_t cog = s.cout_per_group(), kk = s.kH * s.kW, cols = c.columns(s);
+  const scalar_t* zp = z.const_data_ptr<scalar_t>();
+  at::parallel_for(0, c.images * cog, 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t col = p % cog, n = c.n0 + p / cog;
+      scalar_t* plane = y + (n * s.C_out + g * cog + col) * s.H_out * s.W_out;
+      const scalar_t* zc = zp + col * kk * cols + (p / cog) * c.rows * s.W_in;
+      for (int64_t ih = c.ih0; ih < c.ih0 + c.rows; ++ih) {
+        for (int64_t kh = 0; kh < s.kH; ++kh) {
+          const int64_t oh = ih * s.sH - s.pH + kh * s.dH;
+          if (oh < 0 || oh >= s.H_out) continue;
+          for (int64_t kw = 0; kw < s.kW; ++kw) {
+            const Range iw = inputs_for_tap(kw, s.W_in, s.W_out, s.sW, s.pW, s.dW);
+            const scalar_t* zr = zc + (kh * s.kW + kw) * cols + (ih - c.ih0) * s.W_in;
+            scalar_t* yr = plane + oh * s.W_out - s.pW + kw * s.dW;
+            for (int64_t i = iw.begin; i < iw.end; ++i) yr[i * s.sW] += zr[i];
+          }
+        }
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void forward_impl(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, at::Tensor& y) {
+  const int64_t cig = s.cin_per_group(), cog = s.cout_per_group(), kk = s.kH * s.kW, plane = s.H_out * s.W_out;
+  scalar_t* yp = y.mutable_data_ptr<scalar_t>();
+  const scalar_t* bp = b.defined() ? b.const_data_ptr<scalar_t>() : nullptr;
+  at::parallel_for(0, s.N * s.C_out, std::max<int64_t>(1, 65536 / plane), [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) std::fill(yp + p * plane, yp + (p + 1) * plane, bp ? bp[p % s.C_out] : scalar_t(0));
+  });
+  for (int64_t g = 0; g < s.groups; ++g) {
+    const auto wt = w.narrow(0, g * cig, cig).reshape({cig, cog * kk}).t();
+    for_each_chunk(s, cog * kk, [&](const Chunk& c) {
+      const auto z = at::mm(wt, columns_of(x, c, g * cig, cig));
+      col2im_add<scalar_t>(s, z, g, c, yp);
+    });
+  }
+}
+
+template <typename scalar_t>
+void grad_input_impl(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, at::Tensor& gx) {
+  const int64_t cig = s.cin_per_group(), cog = s.cout_per_group(), kk = s.kH * s.kW;
+  const int64_t Wd = s.W_in + (s.kW - 1) * s.dW / s.sW;
+  const auto gyd = deinterleave_columns(s, gy, Wd);
+  for (int64_t g = 0; g < s.groups; ++g) {
+    const auto wg = w.narrow(0, g * cig, cig).reshape({cig, cog * kk});
+    for_each_chunk(s, cog * kk, [&](const Chunk& c) {
+      const auto r = at::mm(wg, im2col<scalar_t>(s, gyd, Wd, g, c));
+      if (c.images == 1)
+        gx.select(0, c.n0).narrow(0, g * cig, cig).narrow(1, c.ih0, c.rows).copy_(r.view({cig, c.rows, s.W_in}));
+      else
+        gx.narrow(0, c.n0, c.images).narrow(1, g * cig, cig).copy_(r.view({cig, c.images, s.H_in, s.W_in}).transpose(0, 1));
+    });
+  }
+}
+
+template <typename scalar_t>
+void grad_weight_impl(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, at::Tensor& gw) {
+  const int64_t cig = s.cin_per_group(), cog = s.cout_per_group(), kk = s.kH * s.kW;
+  const int64_t Wd = s.W_in + (s.kW - 1) * s.dW / s.sW;
+  const auto gyd = deinterleave_columns(s, gy, Wd);
+  gw.zero_();
+  for (int64_t g = 0; g < s.groups; ++g) {
+    auto gwg = gw.narrow(0, g * cig, cig).view({cig, cog * kk});
+    for_each_chunk(s, cog * kk, [&](const Chunk& c) {
+      gwg.addmm_(columns_of(x, c, g * cig, cig), im2col<scalar_t>(s, gyd, Wd, g, c).t());
+    });
+  }
+}
+
+}  // namespace
+
+at::Tensor deinterleave_columns(const ConvT2dShape& s, const at::Tensor& gy, int64_t Wd) {
+  auto out = at::empty({s.N * s.C_out * s.H_out, s.sW, Wd}, gy.options());
+  if (gy.scalar_type() == at::kDouble)
+    deinterleave_impl<double>(s, gy.const_data_ptr<double>(), Wd, out.mutable_data_ptr<double>());
+  else
+    deinterleave_impl<float>(s, gy.const_data_ptr<float>(), Wd, out.mutable_data_ptr<float>());
+  return out;
+}
+
+void gemm_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, at::Tensor& y) {
+  if (x.scalar_type() == at::kDouble) return forward_impl<double>(s, x, w, b, y);
+  forward_impl<float>(s, x, w, b, y);
+}
+void gemm_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, at::Tensor& gx) {
+  if (gy.scalar_type() == at::kDouble) return grad_input_impl<double>(s, gy, w, gx);
+  grad_input_impl<float>(s, gy, w, gx);
+}
+void gemm_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, at::Tensor& gw) {
+  if (x.scalar_type() == at::kDouble) return grad_weight_impl<double>(s, gy, x, gw);
+  grad_weight_impl<float>(s, gy, x, gw);
+}
+
+}  // namespace cpu
+}  // namespace deconv_ext

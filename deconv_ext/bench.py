@@ -1,0 +1,267 @@
+"""`deconv-ext bench`: deconv_ext against F.conv_transpose2d on a fixed list of shapes.
+
+Both implementations run in the same process, interleaved call by call (ours, reference, ours, ...),
+so background load hits both alike; each time is the median of --repeat calls after one warm-up.
+Modes: fwd (forward, no autograd graph), bwd (backward only: grad_input + grad_weight + grad_bias of
+a fresh graph each call; the forward is not timed), fwdbwd (forward + backward). GFLOP/s counts
+2*N*C_in*(C_out/groups)*kH*kW*H_in*W_in per op (fwd: 1 op, bwd: 2, fwdbwd: 3), the useful work of a
+transposed convolution (no multiplications by inserted zeros).
+
+Peak memory (--memory, default on): each implementation runs the forward of one large case in a fresh
+subprocess. On CPU (Linux) the number is the growth of the peak resident set size across that call: the peak
+(VmHWM) is reset through /proc/self/clear_refs just before the call and compared with the resident
+size (VmRSS) then, after a warm-up call on a tiny input (libraries loaded, allocator primed); it
+includes the output tensor itself.
+On CUDA it is torch.cuda.max_memory_allocated() during the call, minus the memory held before it.
+"""
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+# name, group, (N, C_in, C_out, H, W), kernel, stride, padding, output_padding, groups, dilation
+# Group "sr" are the super-resolution shapes with the >= 5x forward / >= 3x forward+backward target.
+SHAPES = [
+    # FSRCNN last layer (d=56 -> 1, k9, stride=scale, padding 4, output_padding scale-1), 256x256 LR input
+    ("fsrcnn_x2", "sr", (1, 56, 1, 256, 256), 9, 2, 4, 1, 1, 1),
+    ("fsrcnn_x3", "sr", (1, 56, 1, 256, 256), 9, 3, 4, 2, 1, 1),
+    ("fsrcnn_x4", "sr", (1, 56, 1, 192, 192), 9, 4, 4, 3, 1, 1),
+    # FSRCNN-s (d=32), and a training-style batch of small patches
+    ("fsrcnn_s_x2", "sr", (1, 32, 1, 256, 256), 9, 2, 4, 1, 1, 1),
+    ("fsrcnn_s_x3", "sr", (1, 32, 1, 256, 256), 9, 3, 4, 2, 1, 1),
+    ("fsrcnn_s_x4", "sr", (1, 32, 1, 192, 192), 9, 4, 4, 3, 1, 1),
+    ("fsrcnn_x3_b16", "sr", (16, 56, 1, 48, 48), 9, 3, 4, 2, 1, 1),
+    ("fsrcnn_rgb_x2", "sr", (1, 64, 3, 128, 128), 9, 2, 4, 1, 1, 1),
+    # DCGAN generator layers (k4 s2 p1), batch 32
+    ("dcgan_512_256", "other", (32, 512, 256, 8, 8), 4, 2, 1, 0, 1, 1),
+    ("dcgan_128_64", "other", (32, 128, 64, 16, 16), 4, 2, 1, 0, 1, 1),
+    ("dcgan_64_3", "other", (32, 64, 3, 32, 32), 4, 2, 1, 0, 1, 1),
+    # U-Net style 2x upsampling (k2 s2)
+    ("unet_k2s2", "other", (4, 128, 64, 32, 32), 2, 2, 0, 0, 1, 1),
+    # 3x3 stride-1 transposed convolution
+    ("k3s1", "other", (4, 64, 64, 32, 32), 3, 1, 1, 0, 1, 1),
+    # depthwise k4 s2
+    ("depthwise", "other", (4, 64, 64, 64, 64), 4, 2, 1, 0, 64, 1),
+    # dilated k3 d2
+    ("dilated", "other", (4, 64, 64, 32, 32), 3, 1, 2, 0, 1, 2),
+]
+
+# Tiny shapes for --quick (a smoke test of the runner, not a measurement).
+QUICK_SHAPES = [
+    ("fsrcnn_x3", "sr", (1, 8, 1, 12, 12), 9, 3, 4, 2, 1, 1),
+    ("dcgan_128_64", "other", (2, 16, 8, 4, 4), 4, 2, 1, 0, 1, 1),
+    ("depthwise", "other", (2, 4, 4, 8, 8), 4, 2, 1, 0, 4, 1),
+]
+
+MODES = ("fwd", "bwd", "fwdbwd")
+MEMORY_CASE = ("fsrcnn_x3_large", "sr", (1, 56, 1, 512, 512), 9, 3, 4, 2, 1, 1)
+
+
+def _flops(shape):
+    _, _, (n, cin, cout, h, w), k, *_, groups, _ = shape
+    return 2.0 * n * cin * (cout // groups) * k * k * h * w
+
+
+def _make(shape, device, requires_grad):
+    _, _, (n, cin, cout, h, w), k, *_, groups, _ = shape
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, cin, h, w, generator=g).to(device).requires_grad_(requires_grad)
+    wt = (torch.randn(cin, cout // groups, k, k, generator=g) * 0.1).to(device).requires_grad_(requires_grad)
+    b = torch.randn(cout, generator=g).to(device).requires_grad_(requires_grad)
+    return x, wt, b
+
+
+def _params(shape):
+    _, _, _, _, stride, padding, output_padding, groups, dilation = shape
+    return stride, padding, output_padding, groups, dilation
+
+
+def _implementations():
+    from .functional import conv_transpose2d
+
+    return {"deconv_ext": conv_transpose2d, "torch": F.conv_transpose2d}
+
+
+def _callable(fn, shape, mode, device):
+    params = _params(shape)
+    x, w, b = _make(shape, device, mode != "fwd")
+    if mode == "fwd":
+        def call():
+            with torch.no_grad():
+                fn(x, w, b, *params)
+        return call, None
+    if mode == "fwdbwd":
+        def call():
+            y = fn(x, w, b, *params)
+            torch.autograd.grad(y, (x, w, b), torch.ones_like(y))
+        return call, None
+
+    state = {}
+
+    def prepare():  # untimed: a fresh graph for the next backward
+        state["y"] = fn(x, w, b, *params)
+        state["gy"] = torch.ones_like(state["y"])
+
+    def call():
+        torch.autograd.grad(state["y"], (x, w, b), state["gy"])
+    return call, prepare
+
+
+def time_shape(shape, mode, device, repeat):
+    """Median seconds per implementation, measured interleaved."""
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    calls = {name: _callable(fn, shape, mode, device) for name, fn in _implementations().items()}
+    times = {name: [] for name in calls}
+    for i in range(repeat + 1):  # the first round is the warm-up
+        for name, (call, prepare) in calls.items():
+            if prepare:
+                prepare()
+            sync()
+            t0 = time.perf_counter()
+            call()
+            sync()
+            if i > 0:
+                times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+# ---- peak memory, one subprocess per implementation ------------------------------------------------------
+_MEMORY_CHILD = r"""
+import json, resource, sys, torch
+sys.path.insert(0, {root!r})
+from deconv_ext import bench
+impl, device, threads = {impl!r}, {device!r}, {threads}
+torch.set_num_threads(threads)
+fn = bench._implementations()[impl]
+shape = {shape!r}
+params = bench._params(shape)
+tiny = (shape[0], shape[1], (1, shape[2][1], shape[2][2], 4, 4)) + tuple(shape[3:])
+with torch.no_grad():
+    fn(*bench._make(tiny, device, False), *params)  # load libraries, prime the allocator
+    x, w, b = bench._make(shape, device, False)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        y = fn(x, w, b, *params); torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - before
+    else:
+        def status(key):
+            for line in open("/proc/self/status"):
+                if line.startswith(key):
+                    return int(line.split()[1]) * 1024
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset the peak (VmHWM) to the current resident set size
+        before = status("VmRSS")
+        y = fn(x, w, b, *params)
+        peak = status("VmHWM") - before
+print(json.dumps({{"peak_bytes": peak, "output_bytes": y.numel() * y.element_size(),
+                  "input_bytes": x.numel() * x.element_size()}}))
+"""
+
+
+def measure_memory(shape, device, threads):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = {}
+    for impl in _implementations():
+        code = _MEMORY_CHILD.format(root=root, impl=impl, device=device, threads=threads, shape=shape)
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            raise RuntimeError(f"memory measurement for {impl} failed:\n{proc.stderr}")
+        out[impl] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
+# ---- command line ---------------------------------------------------------------------------------------------
+def add_arguments(parser):
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU; default: torch's)")
+    parser.add_argument("--repeat", type=int, default=7, help="timed calls per implementation (default: 7)")
+    parser.add_argument("--shapes", default=None, help="comma-separated substrings; keep shapes whose name matches")
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of fwd,bwd,fwdbwd")
+    parser.add_argument("--quick", action="store_true", help="tiny shapes, 2 repeats, no memory measurement")
+    parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory case")
+    parser.add_argument("--json", default=None, metavar="PATH", help="write all results as JSON")
+
+
+def geomean(values):
+    values = [v for v in values if v > 0]
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
+
+
+def run(args):
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = args.device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        print("deconv-ext bench: CUDA is not available", file=sys.stderr)
+        return 2
+    shapes = QUICK_SHAPES if args.quick else SHAPES
+    repeat = 2 if args.quick else args.repeat
+    if args.shapes:
+        keys = [k.strip() for k in args.shapes.split(",") if k.strip()]
+        shapes = [s for s in shapes if any(k in s[0] for k in keys)]
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    bad = [m for m in modes if m not in MODES]
+    if bad or not shapes:
+        print(f"deconv-ext bench: nothing to run (unknown modes {bad})" if bad else "deconv-ext bench: no shape matches",
+              file=sys.stderr)
+        return 2
+
+    print(f"device={device} threads={torch.get_num_threads()} repeat={repeat} torch={torch.__version__}")
+    print(f"{'shape':16s} {'mode':7s} {'ours ms':>9s} {'torch ms':>9s} {'ours GF/s':>9s} {'torch GF/s':>10s} {'speedup':>8s}")
+    rows = []
+    for shape in shapes:
+        for mode in modes:
+            t = time_shape(shape, mode, device, repeat)
+            flops = _flops(shape) * {"fwd": 1, "bwd": 2, "fwdbwd": 3}[mode]
+            row = {"shape": shape[0], "group": shape[1], "mode": mode, "ms_ours": t["deconv_ext"] * 1e3,
+                   "ms_torch": t["torch"] * 1e3, "gflops_ours": flops / t["deconv_ext"] / 1e9,
+                   "gflops_torch": flops / t["torch"] / 1e9, "speedup": t["torch"] / t["deconv_ext"]}
+            rows.append(row)
+            print(f"{shape[0]:16s} {mode:7s} {row['ms_ours']:9.2f} {row['ms_torch']:9.2f} {row['gflops_ours']:9.1f} "
+                  f"{row['gflops_torch']:10.1f} {row['speedup']:7.2f}x", flush=True)
+
+    summary = {}
+    print("\nsummary (geometric mean of speedups; min in brackets)")
+    for group in ("sr", "other", "all"):
+        for mode in modes:
+            vals = [r["speedup"] for r in rows if r["mode"] == mode and (group == "all" or r["group"] == group)]
+            if vals:
+                summary[f"{group}/{mode}"] = {"geomean": geomean(vals), "min": min(vals), "count": len(vals)}
+                print(f"  {group:5s} {mode:7s} {geomean(vals):6.2f}x  [min {min(vals):.2f}x over {len(vals)}]")
+
+    memory = None
+    if args.memory and not args.quick:
+        memory = {"shape": MEMORY_CASE[0], "dims": MEMORY_CASE[2],
+                  "method": "peak RSS growth (VmHWM after reset - VmRSS) in a fresh subprocess" if device == "cpu"
+                  else "torch.cuda.max_memory_allocated growth",
+                  "results": measure_memory(MEMORY_CASE, device, torch.get_num_threads())}
+        print(f"\npeak memory, forward of {MEMORY_CASE[0]} {MEMORY_CASE[2]} ({memory['method']}):")
+        for impl, m in memory["results"].items():
+            print(f"  {impl:11s} {m['peak_bytes'] / 2**20:8.1f} MiB  (output {m['output_bytes'] / 2**20:.1f} MiB, "
+                  f"input {m['input_bytes'] / 2**20:.1f} MiB)")
+
+    if args.json:
+        meta = {"device": device, "threads": torch.get_num_threads(), "repeat": repeat, "torch": torch.__version__,
+                "machine": platform.machine(), "processor": platform.processor()}
+        with open(args.json, "w") as f:
+            json.dump({"meta": meta, "results": rows, "summary": summary, "memory": memory}, f, indent=1)
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="deconv-ext bench", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
