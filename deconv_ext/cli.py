@@ -11,6 +11,7 @@ import sys
 
 # name -> (module, one-line help)
 SUBCOMMANDS = {
+    "sr": ("deconv_ext.sr.cli", "FSRCNN super-resolution: train, eval, upscale"),
 }
 
 
