@@ -27,6 +27,8 @@ def _add_train(p):
                    help="output folder: latest.pt, final.pt, fsrcnn_x{scale}.pt, train.log (default runs/sr)")
     p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT",
                    help="resume from CKPT (default with no value: OUT/latest.pt)")
+    p.add_argument("--warm-restart", action="store_true",
+                   help="with --resume: restart the cosine schedule at the resumed step (it then runs to --steps)")
     p.add_argument("--ckpt-every", type=int, default=500, help="write OUT/latest.pt every N steps (default 500)")
     p.add_argument("--log-every", type=int, default=100, help="append to OUT/train.log every N steps (default 100)")
     p.add_argument("--eval-every", type=int, default=1000,

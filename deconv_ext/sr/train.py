@@ -50,9 +50,11 @@ def _cosine(step, steps, final_frac):
 
 
 def load_init(model, path):
-    """Initialise from another FSRCNN state_dict (e.g. another scale). The deconvolution is scale-specific
+    """Initialise from another FSRCNN state_dict or checkpoint (e.g. another scale). The deconvolution is scale-specific
     and keeps its fresh N(0, 0.001) init; every other layer is copied (the paper's fine-tuning recipe)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):  # a training checkpoint
+        state = state["model"]
     state = {k: v for k, v in state.items() if not k.startswith("deconv.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or any(not k.startswith("deconv.") for k in missing):
@@ -101,15 +103,21 @@ def train(args):
 
     os.makedirs(args.out, exist_ok=True)
     latest = os.path.join(args.out, "latest.pt")
-    step = 0
+    step = origin = 0  # the cosine schedule runs from `origin` to args.steps
     if args.resume:
         path = latest if args.resume == "auto" else args.resume
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
+        for group, fresh in zip(opt.param_groups, _param_groups(model, args.lr, args.deconv_lr_mult)):
+            group["base_lr"] = fresh["base_lr"]  # the command line's --lr / --deconv-lr-mult win over the saved ones
         scaler.load_state_dict(ckpt["scaler"])
-        sampler.set_state(ckpt["sampler"][rank] if rank < len(ckpt["sampler"]) else ckpt["sampler"][0])
+        # resuming with another number of processes: rank 0 continues the saved stream, the other ranks
+        # keep their own fresh (seed, rank) streams, so no two ranks ever draw the same patches
+        if len(ckpt["sampler"]) == world or rank == 0:
+            sampler.set_state(ckpt["sampler"][rank])
         step = ckpt["step"]
+        origin = step if args.warm_restart else ckpt.get("origin", 0)
         if is_main:
             print(f"resumed from {path} at step {step}", flush=True)
 
@@ -127,7 +135,7 @@ def train(args):
             states = gathered
         if is_main:
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
-                        "sampler": states, "step": step, "args": config}, path + ".tmp")
+                        "sampler": states, "step": step, "origin": origin, "args": config}, path + ".tmp")
             os.replace(path + ".tmp", path)
 
     def say(msg):
@@ -146,7 +154,7 @@ def train(args):
     t0, run_loss, run_n = time.time(), 0.0, 0
     model.train()
     while step < args.steps:
-        frac = _cosine(step, args.steps, args.final_lr_frac)
+        frac = _cosine(step - origin, args.steps - origin, args.final_lr_frac)
         for g in opt.param_groups:
             g["lr"] = g["base_lr"] * frac
         lr_np, hr_np = sampler.sample(per_rank_batch)
