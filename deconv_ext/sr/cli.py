@@ -1,5 +1,4 @@
 """`deconv-ext sr train|eval|upscale`: FSRCNN super-resolution from the command line."""
-import argparse
 
 
 def _add_train(p):

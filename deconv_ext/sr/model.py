@@ -10,7 +10,6 @@ The deconvolution output is (H-1)*scale - 8 + 9 + scale-1 = scale*H: exactly sca
 Only the deconvolution depends on the scale, so a model trained for one scale can seed another.
 """
 
-import torch
 from torch import nn
 
 from ..nn import ConvTranspose2d
