@@ -13,6 +13,7 @@ import sys
 SUBCOMMANDS = {
     "info": ("deconv_ext.info", "build and runtime information"),
     "bench": ("deconv_ext.bench", "benchmark against F.conv_transpose2d"),
+    "sr": ("deconv_ext.sr.cli", "FSRCNN super-resolution: train, eval, upscale"),
 }
 
 

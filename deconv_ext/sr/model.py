@@ -1,0 +1,71 @@
+"""FSRCNN (Dong, Loy & Tang, "Accelerating the Super-Resolution Convolutional Neural Network", ECCV 2016).
+
+    feature extraction  conv 5x5, 1 -> d      PReLU
+    shrinking           conv 1x1, d -> s      PReLU
+    mapping             m x conv 3x3, s -> s  PReLU each
+    expanding           conv 1x1, s -> d      PReLU
+    deconvolution       deconv_ext.ConvTranspose2d(d, 1, 9, stride=scale, padding=4, output_padding=scale-1)
+
+The deconvolution output is (H-1)*scale - 8 + 9 + scale-1 = scale*H: exactly scale x the input size.
+Only the deconvolution depends on the scale, so a model trained for one scale can seed another.
+"""
+
+from torch import nn
+
+from ..nn import ConvTranspose2d
+
+__all__ = ["FSRCNN", "PRESETS"]
+
+# name -> (d, s, m), as in the paper
+PRESETS = {"fsrcnn": (56, 12, 4), "fsrcnn-s": (32, 5, 1)}
+
+PRELU_INIT = 0.25  # PyTorch's and He et al.'s default PReLU slope
+
+
+def _conv(c_in, c_out, k):
+    return [nn.Conv2d(c_in, c_out, k, padding=k // 2), nn.PReLU(c_out, init=PRELU_INIT)]
+
+
+class FSRCNN(nn.Module):
+    """FSRCNN(scale, d=56, s=12, m=4): one-channel (Y) LR image in [0, 1] -> scale x larger Y image."""
+
+    def __init__(self, scale, d=56, s=12, m=4):
+        super().__init__()
+        if not (isinstance(scale, int) and scale >= 1):
+            raise ValueError(f"FSRCNN: expected scale to be a positive int, got {scale!r}")
+        self.scale, self.d, self.s, self.m = scale, d, s, m
+        layers = _conv(1, d, 5) + _conv(d, s, 1)
+        for _ in range(m):
+            layers += _conv(s, s, 3)
+        layers += _conv(s, d, 1)
+        self.body = nn.Sequential(*layers)
+        self.deconv = ConvTranspose2d(d, 1, 9, stride=scale, padding=4, output_padding=scale - 1)
+        self.reset_parameters()
+
+    @classmethod
+    def from_preset(cls, scale, preset="fsrcnn"):
+        if preset not in PRESETS:
+            raise ValueError(f"FSRCNN: unknown preset {preset!r}, expected one of {sorted(PRESETS)}")
+        return cls(scale, *PRESETS[preset])
+
+    def reset_parameters(self):
+        """The paper's initialisation: He et al.'s Gaussian for PReLU nets on the convolutions
+        (std = sqrt(2 / ((1 + a^2) * fan_in))), N(0, 0.001) on the deconvolution, zero biases."""
+        for mod in self.body:
+            if isinstance(mod, nn.Conv2d):
+                nn.init.kaiming_normal_(mod.weight, a=PRELU_INIT, mode="fan_in", nonlinearity="leaky_relu")
+                nn.init.zeros_(mod.bias)
+        nn.init.normal_(self.deconv.weight, mean=0.0, std=0.001)
+        nn.init.zeros_(self.deconv.bias)
+
+    def forward(self, x):
+        return self.deconv(self.body(x))
+
+    def extra_repr(self):
+        return f"scale={self.scale}, d={self.d}, s={self.s}, m={self.m}"
+
+
+def num_parameters(model):
+    return sum(p.numel() for p in model.parameters())
+
+
