@@ -14,7 +14,8 @@ $(STAMP): setup.py requirements.txt $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/* cs
 	mkdir -p build && touch $(STAMP)
 
 demo: install
-	$(PYTHON) -m deconv_ext sr upscale -o demo_out
+	mkdir -p demo_out
+	$(PYTHON) -m deconv_ext sr upscale -s 2 -o demo_out/side_by_side_x2.png
 
 test: install
 	$(PYTHON) -m pytest tests -q

@@ -145,7 +145,7 @@ setup(
     version=VERSION,
     description="2-D transposed convolution for PyTorch: CPU and CUDA kernels, autograd, drop-in nn layer",
     packages=find_packages(include=["deconv_ext", "deconv_ext.*"]),
-    package_data={"deconv_ext": ["sr/weights/*.pt", "sr/data/*"]},
+    package_data={"deconv_ext": ["sr/weights/*.pt"]},
     ext_modules=extensions(),
     cmdclass={"build_ext": BuildExtensionWithInfo.with_options(use_ninja=True)},
     options={"bdist_wheel": {"py_limited_api": f"cp3{LIMITED_API_MINOR}"}},
