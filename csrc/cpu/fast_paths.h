@@ -1,9 +1,10 @@
 // Fast CPU paths of the deconv_ext ops, chosen by the entry points in conv_transpose2d.cpp.
 //
 //   direct (direct.cpp): float32, few output channels per group (cout_per_group <= kDirectMaxCout:
-//     super-resolution last layers, RGB outputs, depthwise); for the backward also few input channels. Register-blocked strips of outputs along W,
-//     one phase (ow + pW) mod sW at a time, so the inputs of a strip are contiguous; vectorised with GCC
-//     vector extensions, compiled for AVX2/FMA on x86-64 with a portable fallback.
+//     super-resolution last layers, RGB outputs, depthwise), forward and backward, any number of input
+//     channels. Register-blocked strips of outputs along W, one phase (ow + pW) mod sW at a time, so the
+//     inputs of a strip are contiguous; vectorised with GCC vector extensions, AVX-512 / AVX2 / baseline
+//     variants picked at run time.
 //   gemm (gemm.cpp): float32/float64, many channels. One BLAS GEMM (at::mm) per chunk of input rows
 //     plus a col2im (forward) or im2col (backward) pass; chunks keep the column buffer near the output size.
 //
@@ -20,8 +21,6 @@ namespace cpu {
 
 constexpr int64_t kDirectMaxCout = 4;
 
-constexpr int64_t kDirectMaxCinBackward = 8;
-
 // Forward: the direct kernel whenever it applies (the GEMM would have K = cin_per_group and a
 // col2im pass of cout*kH*kW adds per input pixel, which is what makes these shapes slow elsewhere).
 inline bool use_direct(const ConvT2dShape& s, at::ScalarType t) {
@@ -30,11 +29,11 @@ inline bool use_direct(const ConvT2dShape& s, at::ScalarType t) {
 inline bool use_gemm(const ConvT2dShape& s, at::ScalarType t) {
   return (t == at::kFloat || t == at::kDouble) && !use_direct(s, t);
 }
-// Backward: both adjoints are GEMMs with a long inner dimension (cout*kH*kW, or pixels) and
-// cin_per_group rows, which BLAS runs well once there are a few rows; the direct kernels keep the
-// few-channel cases (depthwise, narrow groups).
+// Backward: the same condition. With one output channel the GEMM formulation has cin rows and an
+// im2col buffer of kH*kW copies of gy; the direct kernels block over input channels instead (8 or 4 per
+// strip for grad_input, 4 or 2 per dot product for grad_weight), reading a column-phase-split gy copy.
 inline bool use_direct_backward(const ConvT2dShape& s, at::ScalarType t) {
-  return use_direct(s, t) && s.cin_per_group() < kDirectMaxCinBackward;
+  return use_direct(s, t);
 }
 inline bool use_gemm_backward(const ConvT2dShape& s, at::ScalarType t) {
   return (t == at::kFloat || t == at::kDouble) && !use_direct_backward(s, t);
