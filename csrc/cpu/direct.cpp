@@ -123,15 +123,15 @@ DECONV_ALWAYS_INLINE void strip_body(const Strip& a) {
 }
 
 // ---- grad_weight micro-kernel: CI input channels x TB taps of one weight row, dot products along iw ----
-// Each gy load feeds CI FMAs and each x load TB of them.
+// Each gy load feeds CI FMAs and each x load TB of them. The vector accumulators live in `acc` between
+// calls, so a caller can run all tap blocks over a few rows while those rows are in L1, then move on.
 struct DotRows {
   const float* const* x;   // R input rows of the first channel (zero beyond W_in up to `width`)
   const float* const* gy;  // R deinterleaved gy rows
   int64_t R, width;        // rows, columns rounded up to a whole number of vectors
   int64_t xc;              // stride between the CI input channels
   const int64_t* soff;     // TB offsets into the gy rows
-  float* out;              // CI x TB results, channel stride oc
-  int64_t oc;
+  float* acc;              // CI x TB vectors (channel-major), read and updated
 };
 
 template <typename VT, int CI, int TB>
@@ -141,7 +141,7 @@ DECONV_ALWAYS_INLINE void dot_body(const DotRows& a) {
 #pragma GCC unroll 8
   for (int c = 0; c < CI; ++c)
 #pragma GCC unroll 8
-    for (int t = 0; t < TB; ++t) acc[c][t] = VT{};
+    for (int t = 0; t < TB; ++t) acc[c][t] = loadv<VT>(a.acc + (c * TB + t) * kL);
   int64_t so[TB];
   for (int t = 0; t < TB; ++t) so[t] = a.soff[t];
   for (int64_t r = 0; r < a.R; ++r) {
@@ -159,14 +159,10 @@ DECONV_ALWAYS_INLINE void dot_body(const DotRows& a) {
       }
     }
   }
+#pragma GCC unroll 8
   for (int c = 0; c < CI; ++c)
-    for (int t = 0; t < TB; ++t) {
-      float lane[kL];
-      std::memcpy(lane, &acc[c][t], sizeof lane);
-      for (int w = kL / 2; w >= 1; w /= 2)  // pairwise, fixed order
-        for (int l = 0; l < w; ++l) lane[l] += lane[l + w];
-      a.out[c * a.oc + t] = lane[0];
-    }
+#pragma GCC unroll 8
+    for (int t = 0; t < TB; ++t) std::memcpy(a.acc + (c * TB + t) * kL, &acc[c][t], sizeof(VT));
 }
 
 // ---- ISA dispatch: AVX-512 and AVX2/FMA clones on x86-64, 8-lane baseline code elsewhere -------------
@@ -384,7 +380,7 @@ void direct_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Te
 
 // ---- grad_weight -------------------------------------------------------------------------------------------
 void direct_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, at::Tensor& gw) {
-  const int64_t cig = s.cin_per_group(), cog = s.cout_per_group(), kk = s.kH * s.kW;
+  const int64_t cig = s.cin_per_group(), cog = s.cout_per_group();
   const int64_t width = round_up(s.W_in, 2 * lanes()), maxq = (s.kW - 1) * s.dW / s.sW, Wd = width + maxq;
   // Blocks of CI input channels share the gy loads: 4 x 4 taps = 16 accumulators with AVX-512's 32
   // registers, 2 x 4 with 16. A partial block runs one channel at a time.
@@ -392,16 +388,25 @@ void direct_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::T
   std::vector<int64_t> soff(s.kW);
   for (int64_t kw = 0; kw < s.kW; ++kw) soff[kw] = (kw * s.dW % s.sW) * Wd + kw * s.dW / s.sW;
   const auto gyd = deinterleave_columns(s, gy, Wd);
-  auto xpad = at::zeros({s.N, s.C_in, s.H_in, width}, x.options());
-  xpad.narrow(3, 0, s.W_in).copy_(x);
+  // The kernel reads whole vectors: rows are padded with zeros to `width`, unless they already are.
+  at::Tensor xpad = x;
+  if (width != s.W_in) {
+    xpad = at::zeros({s.N, s.C_in, s.H_in, width}, x.options());
+    xpad.narrow(3, 0, s.W_in).copy_(x);
+  }
   const float* gp = gyd.const_data_ptr<float>();
   const float* xp = xpad.const_data_ptr<float>();
   float* gwp = gw.mutable_data_ptr<float>();
   // Tasks (group, channel block, output channel, kh): each weight element is reduced by one task, in a
   // fixed order (whatever the thread count).
   const int64_t tasks = s.groups * nblk * cog * s.kH;
+  // Tap blocks of (nearly) equal size, at most 4 (9 taps: 3 x 3).
+  const int64_t nb = (s.kW + 3) / 4, TB = (s.kW + nb - 1) / nb, L = lanes();
+  // Rows per block: their x (CI rows) and gy (sW phase rows) data within ~24 KiB.
+  const int64_t row_block = std::max<int64_t>(1, 6144 / (CI * width + s.sW * Wd));
   parallel_tasks(tasks, grain(CI * s.N * s.H_in * width * s.kW / s.sH + 1), [&](int64_t t0, int64_t t1) {
     std::vector<const float*> xr(s.N * s.H_in), gr(s.N * s.H_in);
+    std::vector<float> acc(CI * nb * TB * L);
     for (int64_t task = t0; task < t1; ++task) {
       const int64_t kh = task % s.kH, col = (task / s.kH) % cog, blk = (task / (s.kH * cog)) % nblk;
       const int64_t g = task / (s.kH * cog * nblk), co = g * cog + col;
@@ -415,12 +420,24 @@ void direct_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::T
             xr[R] = xp + ((n * s.C_in + ci) * s.H_in + i) * width;
             gr[R] = gp + ((n * s.C_out + co) * s.H_out + i * s.sH - s.pH + kh * s.dH) * s.sW * Wd;
           }
-        float* out = gwp + ((ci * cog + col) * s.kH + kh) * s.kW;
-        for (int64_t kw0 = 0; kw0 < s.kW; kw0 += 4) {
-          const int64_t tb = std::min<int64_t>(4, s.kW - kw0);
-          const DotRows a{xr.data(), gr.data(), R, width, s.H_in * width, soff.data() + kw0, out + kw0, cog * kk};
-          pick_dot(cb, tb)(a);
-        }
+        // Per block of rows (small enough to stay in L1), every tap block; the accumulators of tap
+        // block b are acc[b * cb * TB vectors ...].
+        std::fill(acc.begin(), acc.end(), 0.f);
+        for (int64_t r0 = 0; r0 < R; r0 += row_block)
+          for (int64_t b = 0; b < nb; ++b) {
+            const int64_t tb = std::min(TB, s.kW - b * TB);
+            const DotRows a{xr.data() + r0, gr.data() + r0, std::min(row_block, R - r0), width, s.H_in * width,
+                            soff.data() + b * TB, acc.data() + b * cb * TB * L};
+            pick_dot(cb, tb)(a);
+          }
+        for (int64_t c = 0; c < cb; ++c)
+          for (int64_t kw = 0; kw < s.kW; ++kw) {
+            const int64_t b = kw / TB, tb = std::min(TB, s.kW - b * TB);
+            float* lane = acc.data() + (b * cb * TB + c * tb + kw % TB) * L;
+            for (int64_t w = L / 2; w >= 1; w /= 2)  // pairwise, fixed order
+              for (int64_t l = 0; l < w; ++l) lane[l] += lane[l + w];
+            gwp[(((ci + c) * cog + col) * s.kH + kh) * s.kW + kw] = lane[0];
+          }
         ci += cb;
       }
     }
