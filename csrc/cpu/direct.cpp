@@ -16,7 +16,6 @@
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 
-#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -46,23 +45,6 @@ int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 
 // Work per parallel chunk: ~64k multiply-adds, so small problems stay on one thread.
 int64_t grain(int64_t work_per_item) { return std::max<int64_t>(1, 65536 / std::max<int64_t>(1, work_per_item)); }
-
-// at::parallel_for with dynamic scheduling: the threads take chunks of `grain` tasks from a shared
-// counter, so a thread that the OS deschedules (cores shared with other processes) delays the call by
-// about one chunk instead of its whole static share. Which thread runs a task does not change what
-// the task computes, so results stay deterministic.
-template <typename F>
-void parallel_tasks(int64_t tasks, int64_t grain_size, const F& f) {
-  const int64_t threads = at::get_num_threads();
-  if (tasks <= grain_size || threads <= 1 || at::in_parallel_region()) return f(int64_t(0), tasks);
-  // Chunks: at most the grain, and at least ~8 per thread so the shares can even out.
-  const int64_t chunk = std::max<int64_t>(1, std::min(grain_size, tasks / (8 * threads)));
-  std::atomic<int64_t> next{0};
-  at::parallel_for(0, std::min(threads, (tasks + chunk - 1) / chunk), 1, [&](int64_t, int64_t) {
-    for (int64_t t0 = next.fetch_add(chunk); t0 < tasks; t0 = next.fetch_add(chunk))
-      f(t0, std::min(tasks, t0 + chunk));
-  });
-}
 
 // x (rows of W columns) copied into rows of Wp columns starting at column E, zeros around: the kernels
 // then read whole vectors with no bounds tests. Filled here rather than with at::zeros + copy_: one

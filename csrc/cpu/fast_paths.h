@@ -12,7 +12,11 @@
 // (nothing has to be pre-initialised). Each output element is reduced by one thread in a fixed order.
 #pragma once
 
+#include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+
+#include <algorithm>
+#include <atomic>
 
 #include "../index_math.h"
 
@@ -37,6 +41,23 @@ inline bool use_direct_backward(const ConvT2dShape& s, at::ScalarType t) {
 }
 inline bool use_gemm_backward(const ConvT2dShape& s, at::ScalarType t) {
   return (t == at::kFloat || t == at::kDouble) && !use_direct_backward(s, t);
+}
+
+// at::parallel_for with dynamic scheduling: the threads take chunks of `grain` tasks from a shared
+// counter, so a thread that the OS deschedules (cores shared with other processes) delays the call by
+// about one chunk instead of its whole static share. Which thread runs a task does not change what
+// the task computes, so results stay deterministic.
+template <typename F>
+inline void parallel_tasks(int64_t tasks, int64_t grain_size, const F& f) {
+  const int64_t threads = at::get_num_threads();
+  if (tasks <= grain_size || threads <= 1 || at::in_parallel_region()) return f(int64_t(0), tasks);
+  // Chunks: at most the grain, and at least ~8 per thread so the shares can even out.
+  const int64_t chunk = std::max<int64_t>(1, std::min(grain_size, tasks / (8 * threads)));
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, std::min(threads, (tasks + chunk - 1) / chunk), 1, [&](int64_t, int64_t) {
+    for (int64_t t0 = next.fetch_add(chunk); t0 < tasks; t0 = next.fetch_add(chunk))
+      f(t0, std::min(tasks, t0 + chunk));
+  });
 }
 
 void direct_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
