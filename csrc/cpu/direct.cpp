@@ -325,7 +325,9 @@ void direct_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Te
   // Channel blocks of CB input channels: 8 with AVX-512 (16 accumulators of the 32 registers, each gy
   // load feeding 8 FMAs), else 4. A block's last, partial part runs as sub-blocks of at most 4.
   const int64_t CB = std::min<int64_t>(isa_level() == 2 ? 8 : 4, cig), nblk = (cig + CB - 1) / CB;
-  const int v8 = lanes() < s.W_in ? 2 : 1;  // vectors per strip of the 8-channel kernel
+  // Vectors per strip of the 8-channel kernel: 2 when the row is an even number of vectors, else 1
+  // (no strip runs half empty: a 48-wide row is 3 strips of 16 with AVX-512).
+  const int v8 = ceil_div(s.W_in, lanes()) % 2 == 0 ? 2 : 1;
   auto vectors = [&](int64_t cb) { return cb == 8 ? v8 : pick_v(cb, s.W_in); };
   // The widest strip (fewest channels) sets how far past W_in the gy copy must reach.
   const int64_t Lmax = lanes() * std::max(vectors(1), CB == 8 ? v8 : 1);
@@ -380,7 +382,7 @@ void direct_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Te
 // ---- grad_weight -------------------------------------------------------------------------------------------
 void direct_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, at::Tensor& gw) {
   const int64_t cig = s.cin_per_group(), cog = s.cout_per_group();
-  const int64_t width = round_up(s.W_in, 2 * lanes()), maxq = (s.kW - 1) * s.dW / s.sW, Wd = width + maxq;
+  const int64_t width = round_up(s.W_in, lanes()), maxq = (s.kW - 1) * s.dW / s.sW, Wd = width + maxq;
   // Blocks of CI input channels share the gy loads: 4 x 4 taps = 16 accumulators with AVX-512's 32
   // registers, 2 x 4 with 16. A partial block runs one channel at a time.
   const int64_t CI = isa_level() == 2 ? 4 : 2, nblk = (cig + CI - 1) / CI;
