@@ -106,6 +106,7 @@ def test_boundaries(cin, cout, k, s, p, op, H, W):
     (24, 2, 2, 9, 3, 4, 2, 3, 15),    # two groups of 12 channels
     (16, 1, 1, 9, 4, 4, 3, 2, 40),    # two full blocks; strips of 2 vectors with a tail
     (5, 2, 1, 9, 2, 4, 1, 3, 32),     # rows of whole vectors: grad_weight reads x in place
+    (8, 1, 1, 9, 3, 4, 2, 20, 70),    # grad_weight: several blocks of rows, each kh's valid rows cut by them
 ])
 def test_direct_backward_channel_blocks(cin, cout, groups, k, s, p, op, H, W):
     cfg = dict(N=2, cin=cin, cout=cout, groups=groups, k=(k, k), stride=(s, s), padding=(p, p),

@@ -394,47 +394,50 @@ void direct_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::T
   const float* gp = gyd.const_data_ptr<float>();
   const float* xp = xpad.const_data_ptr<float>();
   float* gwp = gw.mutable_data_ptr<float>();
-  // Tasks (group, channel block, output channel, kh): each weight element is reduced by one task, in a
-  // fixed order (whatever the thread count).
-  const int64_t tasks = s.groups * nblk * cog * s.kH;
+  // Tasks (group, channel block, output channel): each task reads its x rows once (a few rows at a
+  // time, kept in L1 while every (kh, tap block) uses them) instead of once per kh. Each weight element
+  // is reduced by one task, in a fixed order (whatever the thread count).
+  const int64_t tasks = s.groups * nblk * cog;
   // Tap blocks of (nearly) equal size, at most 4 (9 taps: 3 x 3).
   const int64_t nb = (s.kW + 3) / 4, TB = (s.kW + nb - 1) / nb, L = lanes();
-  // Rows per block: their x (CI rows) and gy (sW phase rows) data within ~24 KiB.
-  const int64_t row_block = std::max<int64_t>(1, 6144 / (CI * width + s.sW * Wd));
-  parallel_tasks(tasks, grain(CI * s.N * s.H_in * width * s.kW / s.sH + 1), [&](int64_t t0, int64_t t1) {
-    std::vector<const float*> xr(s.N * s.H_in), gr(s.N * s.H_in);
-    std::vector<float> acc(CI * nb * TB * L);
+  const int64_t row_block = std::max<int64_t>(1, 4096 / (CI * width));
+  parallel_tasks(tasks, grain(CI * s.N * s.H_in * width * s.kW * s.kH / s.sH + 1), [&](int64_t t0, int64_t t1) {
+    std::vector<const float*> xr(row_block), gr(row_block);
+    std::vector<float> acc(s.kH * nb * CI * TB * L);
     for (int64_t task = t0; task < t1; ++task) {
-      const int64_t kh = task % s.kH, col = (task / s.kH) % cog, blk = (task / (s.kH * cog)) % nblk;
-      const int64_t g = task / (s.kH * cog * nblk), co = g * cog + col;
+      const int64_t col = task % cog, blk = (task / cog) % nblk, g = task / (cog * nblk), co = g * cog + col;
       const int64_t c_begin = g * cig + blk * CI, c_end = g * cig + std::min(cig, (blk + 1) * CI);
-      const Range ih = inputs_for_tap(kh, s.H_in, s.H_out, s.sH, s.pH, s.dH);
       for (int64_t ci = c_begin; ci < c_end;) {
         const int64_t cb = c_end - ci >= CI ? CI : 1;  // kernels: CI or 1 channel
-        int64_t R = 0;
-        for (int64_t n = 0; n < s.N; ++n)
-          for (int64_t i = ih.begin; i < ih.end; ++i, ++R) {
-            xr[R] = xp + ((n * s.C_in + ci) * s.H_in + i) * width;
-            gr[R] = gp + ((n * s.C_out + co) * s.H_out + i * s.sH - s.pH + kh * s.dH) * s.sW * Wd;
-          }
-        // Per block of rows (small enough to stay in L1), every tap block; the accumulators of tap
-        // block b are acc[b * cb * TB vectors ...].
+        // Accumulators of (kh, tap block b): acc[(kh * nb + b) * cb * TB vectors ...].
         std::fill(acc.begin(), acc.end(), 0.f);
-        for (int64_t r0 = 0; r0 < R; r0 += row_block)
-          for (int64_t b = 0; b < nb; ++b) {
-            const int64_t tb = std::min(TB, s.kW - b * TB);
-            const DotRows a{xr.data() + r0, gr.data() + r0, std::min(row_block, R - r0), width, s.H_in * width,
-                            soff.data() + b * TB, acc.data() + b * cb * TB * L};
-            pick_dot(cb, tb)(a);
-          }
-        for (int64_t c = 0; c < cb; ++c)
-          for (int64_t kw = 0; kw < s.kW; ++kw) {
-            const int64_t b = kw / TB, tb = std::min(TB, s.kW - b * TB);
-            float* lane = acc.data() + (b * cb * TB + c * tb + kw % TB) * L;
-            for (int64_t w = L / 2; w >= 1; w /= 2)  // pairwise, fixed order
-              for (int64_t l = 0; l < w; ++l) lane[l] += lane[l + w];
-            gwp[(((ci + c) * cog + col) * s.kH + kh) * s.kW + kw] = lane[0];
-          }
+        for (int64_t n = 0; n < s.N; ++n)
+          for (int64_t i0 = 0; i0 < s.H_in; i0 += row_block)
+            for (int64_t kh = 0; kh < s.kH; ++kh) {
+              const Range ih = inputs_for_tap(kh, s.H_in, s.H_out, s.sH, s.pH, s.dH);
+              const int64_t lo = std::max(i0, ih.begin), hi = std::min(i0 + row_block, ih.end);
+              int64_t R = 0;
+              for (int64_t i = lo; i < hi; ++i, ++R) {
+                xr[R] = xp + ((n * s.C_in + ci) * s.H_in + i) * width;
+                gr[R] = gp + ((n * s.C_out + co) * s.H_out + i * s.sH - s.pH + kh * s.dH) * s.sW * Wd;
+              }
+              if (R == 0) continue;
+              for (int64_t b = 0; b < nb; ++b) {
+                const int64_t tb = std::min(TB, s.kW - b * TB);
+                const DotRows a{xr.data(), gr.data(), R, width, s.H_in * width, soff.data() + b * TB,
+                                acc.data() + (kh * nb + b) * cb * TB * L};
+                pick_dot(cb, tb)(a);
+              }
+            }
+        for (int64_t kh = 0; kh < s.kH; ++kh)
+          for (int64_t c = 0; c < cb; ++c)
+            for (int64_t kw = 0; kw < s.kW; ++kw) {
+              const int64_t b = kw / TB, tb = std::min(TB, s.kW - b * TB);
+              float* lane = acc.data() + ((kh * nb + b) * cb * TB + c * tb + kw % TB) * L;
+              for (int64_t w = L / 2; w >= 1; w /= 2)  // pairwise, fixed order
+                for (int64_t l = 0; l < w; ++l) lane[l] += lane[l + w];
+              gwp[(((ci + c) * cog + col) * s.kH + kh) * s.kW + kw] = lane[0];
+            }
         ci += cb;
       }
     }
