@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 
 from setuptools import find_packages, setup
 
@@ -129,6 +130,11 @@ def extensions():
     opt = ["-O0", "-g"] if debug else ["-O3"]
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     extra = {"cxx": opt + ["-fdiagnostics-color=always"]}
+    if sys.platform.startswith("linux") and "OpenMP" in torch.__config__.parallel_info():
+        # at::parallel_for is a header template whose OpenMP backend is a `#pragma omp parallel`: without
+        # -fopenmp it compiles to a serial loop and every CPU kernel ran on one thread. Compile flag only:
+        # the GOMP_* calls resolve to the OpenMP runtime torch already loaded (no second runtime linked).
+        extra["cxx"].append("-fopenmp")
     # py_limited_api=True makes BuildExtension pass -DPy_LIMITED_API itself (torch >= 2.6, at the
     # floor LIMITED_API_HEX records); defining it here too only warns "redefined" in every unit.
     kwargs = dict(py_limited_api=True)

@@ -1,8 +1,9 @@
 """The CPU fast paths (csrc/cpu/fast_paths.h) against F.conv_transpose2d: forward and all three gradients.
 
 Configurations are drawn from a seeded generator so that each dispatch condition is hit on both sides
-of its boundary: direct forward (float32, C_out/groups <= 4) vs GEMM, direct backward (also
-C_in/groups < 8) vs GEMM, float64 (GEMM or generic), widths that are not a multiple of the vector
+of its boundary: direct forward and backward (float32, C_out/groups <= 4; the backward kernels block
+over 8 or 4 input channels, so partial blocks are covered too) vs GEMM, float64 (GEMM or generic),
+widths that are not a multiple of the vector
 width, tiny images, channels_last inputs, batch 0. Plus thread-count and run-to-run determinism, and
 the AVX2 / baseline variants of the direct kernels (selected with DECONV_EXT_CPU_ISA in a subprocess).
 """
@@ -68,8 +69,8 @@ def check(cfg, dtype, tol):
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 2e-4), (torch.float64, 1e-10)])
 @pytest.mark.parametrize("path,cout_max,cin_max", [
-    ("direct", 4, 7),       # C_out/groups <= 4 and C_in/groups < 8: direct forward and backward (float32)
-    ("mixed", 4, 12),       # direct forward, GEMM backward beyond 8 input channels per group
+    ("direct", 4, 7),       # C_out/groups <= 4: direct forward and backward (float32), channel blocks < 8
+    ("mixed", 4, 12),       # the same with full and partial blocks of 8 (grad_input) or 4 (grad_weight) channels
     ("gemm", 12, 12),       # GEMM everywhere once C_out/groups > 4
 ])
 def test_random_configs(path, cout_max, cin_max, dtype, tol):
@@ -83,7 +84,7 @@ def test_random_configs(path, cout_max, cin_max, dtype, tol):
 
 
 @pytest.mark.parametrize("cin,cout,k,s,p,op,H,W", [
-    (56, 1, 9, 3, 4, 2, 13, 37),   # FSRCNN x3: direct forward, GEMM backward; W not a multiple of 8/16
+    (56, 1, 9, 3, 4, 2, 13, 37),   # FSRCNN x3: direct forward and backward; W not a multiple of 8/16
     (32, 1, 9, 4, 4, 3, 7, 17),    # FSRCNN-s x4
     (64, 3, 9, 2, 4, 1, 9, 33),    # RGB output
     (5, 4, 4, 2, 1, 0, 6, 129),    # direct backward, wide rows: several strips per row
@@ -95,6 +96,26 @@ def test_boundaries(cin, cout, k, s, p, op, H, W):
     for dtype, tol in ((torch.float32, 2e-4), (torch.float64, 1e-10)):
         check(dict(N=2, cin=cin, cout=cout, groups=1, k=(k, k), stride=(s, s), padding=(p, p),
                    output_padding=(op, op), dilation=(1, 1), H=H, W=W, bias=True, channels_last=False), dtype, tol)
+
+
+@pytest.mark.parametrize("cin,cout,groups,k,s,p,op,H,W", [
+    (9, 1, 1, 9, 3, 4, 2, 4, 17),     # one block of 8 + 1 channel (grad_input), 2 x 4 + 1 (grad_weight)
+    (13, 2, 1, 9, 2, 4, 1, 3, 7),     # 8 + 4 + 1
+    (6, 3, 1, 5, 4, 2, 3, 2, 33),     # a partial block only: 4 + 2
+    (17, 4, 1, 3, 2, 1, 1, 2, 1),     # 1-pixel-wide rows
+    (24, 2, 2, 9, 3, 4, 2, 3, 15),    # two groups of 12 channels
+    (16, 1, 1, 9, 4, 4, 3, 2, 40),    # two full blocks; strips of 2 vectors with a tail
+    (5, 2, 1, 9, 2, 4, 1, 3, 32),     # rows of whole vectors: grad_weight reads x in place
+    (8, 1, 1, 9, 3, 4, 2, 20, 70),    # grad_weight: several blocks of rows, each kh's valid rows cut by them
+])
+def test_direct_backward_channel_blocks(cin, cout, groups, k, s, p, op, H, W):
+    cfg = dict(N=2, cin=cin, cout=cout, groups=groups, k=(k, k), stride=(s, s), padding=(p, p),
+               output_padding=(op, op), dilation=(1, 1), H=H, W=W, bias=True, channels_last=False)
+    check(cfg, torch.float32, 1e-4)
+    x, w, b = torch.randn(2, cin, H, W), torch.randn(cin, cout // groups, k, k), torch.randn(cout)
+    args = (s, p, op, groups, 1)
+    for a, a2 in zip(_all_outputs(x, w, b, args), _all_outputs(x, w, b, args)):
+        assert torch.equal(a, a2)  # run to run: bitwise
 
 
 def _all_outputs(x, w, b, args):
@@ -129,7 +150,7 @@ sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
 from test_cpu_fast import random_config, check
 torch.manual_seed(0); rng = random.Random(7); n = 0
 while n < 15:
-    cfg = random_config(rng, 4, 7)
+    cfg = random_config(rng, 4, 12)
     if cfg is not None:
         check(cfg, torch.float32, 2e-4); n += 1
 print("ok")

@@ -185,19 +185,34 @@ at::Tensor grad_bias_cpu(const at::Tensor& grad_output) {
   const auto gy = grad_output.contiguous();
   auto gb = at::empty(c10::asIntArrayRefUnchecked(size), gy.options());
   const int64_t N = gy.size(0), C = gy.size(1), HW = gy.size(2) * gy.size(3);
+  // Each channel's N*HW values in fixed blocks of kBlock (one image row of blocks at a time), summed in
+  // double with four interleaved partial sums; the block sums are added in order. The blocks are the
+  // parallel tasks, so a single-channel gradient (FSRCNN) uses every thread, and the result does not
+  // depend on the thread count.
+  constexpr int64_t kBlock = 8192;
+  const int64_t per_image = (HW + kBlock - 1) / kBlock, per_channel = N * per_image;
+  std::vector<double> partial(C * per_channel);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gy.scalar_type(), "conv_transpose2d_grad_bias_cpu", [&] {
     const scalar_t* src = gy.const_data_ptr<scalar_t>();
-    scalar_t* dst = gb.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, C, grain(N * HW + 1), [&](int64_t c0, int64_t c1) {
-      for (int64_t c = c0; c < c1; ++c) {
-        double acc = 0;  // long sums: double keeps float32 results exact to rounding
-        for (int64_t n = 0; n < N; ++n) {
-          const scalar_t* p = src + (n * C + c) * HW;
-          for (int64_t i = 0; i < HW; ++i) acc += static_cast<double>(p[i]);
-        }
-        dst[c] = static_cast<scalar_t>(acc);
+    at::parallel_for(0, C * per_channel, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t c = t / per_channel, n = (t % per_channel) / per_image, b = t % per_image;
+        const scalar_t* p = src + (n * C + c) * HW + b * kBlock;
+        const int64_t len = std::min(kBlock, HW - b * kBlock);
+        double acc[4] = {0, 0, 0, 0};  // long sums: double keeps float32 results exact to rounding
+        int64_t i = 0;
+        for (; i + 4 <= len; i += 4)
+          for (int k = 0; k < 4; ++k) acc[k] += static_cast<double>(p[i + k]);
+        for (; i < len; ++i) acc[0] += static_cast<double>(p[i]);
+        partial[t] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
       }
     });
+    scalar_t* dst = gb.mutable_data_ptr<scalar_t>();
+    for (int64_t c = 0; c < C; ++c) {
+      double sum = 0;
+      for (int64_t k = 0; k < per_channel; ++k) sum += partial[c * per_channel + k];
+      dst[c] = static_cast<scalar_t>(sum);
+    }
   });
   return gb;
 }

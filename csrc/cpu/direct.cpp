@@ -15,7 +15,6 @@
 // Extra memory: the padded input (input-sized) and the deinterleaved gy (output-sized).
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -46,6 +45,25 @@ int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 
 // Work per parallel chunk: ~64k multiply-adds, so small problems stay on one thread.
 int64_t grain(int64_t work_per_item) { return std::max<int64_t>(1, 65536 / std::max<int64_t>(1, work_per_item)); }
+
+// x (rows of W columns) copied into rows of Wp columns starting at column E, zeros around: the kernels
+// then read whole vectors with no bounds tests. Filled here rather than with at::zeros + copy_: one
+// dynamically scheduled pass instead of two statically split ones (which cost much more when the cores
+// are shared with other processes).
+at::Tensor padded_rows(const at::Tensor& x, int64_t rows, int64_t W, int64_t E, int64_t Wp) {
+  auto out = at::empty({rows, Wp}, x.options());
+  const float* src = x.const_data_ptr<float>();
+  float* dst = out.mutable_data_ptr<float>();
+  parallel_tasks(rows, grain(Wp), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      float* d = dst + r * Wp;
+      std::fill(d, d + E, 0.f);
+      std::memcpy(d + E, src + r * W, W * sizeof(float));
+      std::fill(d + E + W, d + Wp, 0.f);
+    }
+  });
+  return out;
+}
 
 // ---- the strip micro-kernel ------------------------------------------------------------------------
 struct Strip {
@@ -104,41 +122,47 @@ DECONV_ALWAYS_INLINE void strip_body(const Strip& a) {
   }
 }
 
-// ---- grad_weight micro-kernel: TB taps of one weight row, dot products along iw ----------------------
+// ---- grad_weight micro-kernel: CI input channels x TB taps of one weight row, dot products along iw ----
+// Each gy load feeds CI FMAs and each x load TB of them. The vector accumulators live in `acc` between
+// calls, so a caller can run all tap blocks over a few rows while those rows are in L1, then move on.
 struct DotRows {
-  const float* const* x;   // R input rows (zero beyond W_in up to a multiple of 2 vectors)
+  const float* const* x;   // R input rows of the first channel (zero beyond W_in up to `width`)
   const float* const* gy;  // R deinterleaved gy rows
-  int64_t R, width;        // rows, columns rounded up to 2 vectors
+  int64_t R, width;        // rows, columns rounded up to a whole number of vectors
+  int64_t xc;              // stride between the CI input channels
   const int64_t* soff;     // TB offsets into the gy rows
-  float* out;              // TB results
+  float* acc;              // CI x TB vectors (channel-major), read and updated
 };
 
-template <typename VT, int TB>
+template <typename VT, int CI, int TB>
 DECONV_ALWAYS_INLINE void dot_body(const DotRows& a) {
   constexpr int kL = sizeof(VT) / sizeof(float);
-  VT acc[TB][2];
+  VT acc[CI][TB];
 #pragma GCC unroll 8
-  for (int t = 0; t < TB; ++t) acc[t][0] = acc[t][1] = VT{};
+  for (int c = 0; c < CI; ++c)
+#pragma GCC unroll 8
+    for (int t = 0; t < TB; ++t) acc[c][t] = loadv<VT>(a.acc + (c * TB + t) * kL);
+  int64_t so[TB];
+  for (int t = 0; t < TB; ++t) so[t] = a.soff[t];
   for (int64_t r = 0; r < a.R; ++r) {
     const float* xr = a.x[r];
     const float* gr = a.gy[r];
-    for (int64_t i = 0; i < a.width; i += 2 * kL) {
-      const VT x0 = loadv<VT>(xr + i), x1 = loadv<VT>(xr + i + kL);
+    for (int64_t i = 0; i < a.width; i += kL) {
+      VT g[TB];
 #pragma GCC unroll 8
-      for (int t = 0; t < TB; ++t) {
-        acc[t][0] += x0 * loadv<VT>(gr + a.soff[t] + i);
-        acc[t][1] += x1 * loadv<VT>(gr + a.soff[t] + i + kL);
+      for (int t = 0; t < TB; ++t) g[t] = loadv<VT>(gr + so[t] + i);
+#pragma GCC unroll 8
+      for (int c = 0; c < CI; ++c) {
+        const VT xv = loadv<VT>(xr + c * a.xc + i);
+#pragma GCC unroll 8
+        for (int t = 0; t < TB; ++t) acc[c][t] += xv * g[t];
       }
     }
   }
-  for (int t = 0; t < TB; ++t) {
-    float lane[kL];
-    const VT v = acc[t][0] + acc[t][1];
-    std::memcpy(lane, &v, sizeof lane);
-    for (int w = kL / 2; w >= 1; w /= 2)  // pairwise, fixed order
-      for (int l = 0; l < w; ++l) lane[l] += lane[l + w];
-    a.out[t] = lane[0];
-  }
+#pragma GCC unroll 8
+  for (int c = 0; c < CI; ++c)
+#pragma GCC unroll 8
+    for (int t = 0; t < TB; ++t) std::memcpy(a.acc + (c * TB + t) * kL, &acc[c][t], sizeof(VT));
 }
 
 // ---- ISA dispatch: AVX-512 and AVX2/FMA clones on x86-64, 8-lane baseline code elsewhere -------------
@@ -146,14 +170,14 @@ using StripFn = void (*)(const Strip&);
 using DotFn = void (*)(const DotRows&);
 
 template <int CB, int V> void strip_base(const Strip& a) { strip_body<vec8, CB, V>(a); }
-template <int TB> void dot_base(const DotRows& a) { dot_body<vec8, TB>(a); }
+template <int CI, int TB> void dot_base(const DotRows& a) { dot_body<vec8, CI, TB>(a); }
 #if defined(__x86_64__)
 #define DECONV_AVX2 __attribute__((target("avx2,fma")))
 #define DECONV_AVX512 __attribute__((target("avx512f,avx2,fma")))
 template <int CB, int V> DECONV_AVX2 void strip_avx2(const Strip& a) { strip_body<vec8, CB, V>(a); }
-template <int TB> DECONV_AVX2 void dot_avx2(const DotRows& a) { dot_body<vec8, TB>(a); }
+template <int CI, int TB> DECONV_AVX2 void dot_avx2(const DotRows& a) { dot_body<vec8, CI, TB>(a); }
 template <int CB, int V> DECONV_AVX512 void strip_avx512(const Strip& a) { strip_body<vec16, CB, V>(a); }
-template <int TB> DECONV_AVX512 void dot_avx512(const DotRows& a) { dot_body<vec16, TB>(a); }
+template <int CI, int TB> DECONV_AVX512 void dot_avx512(const DotRows& a) { dot_body<vec16, CI, TB>(a); }
 #endif
 
 // 2: AVX-512 (16 lanes), 1: AVX2/FMA (8 lanes), 0: baseline (8 lanes). The environment variable
@@ -182,12 +206,12 @@ template <int CB, int V> StripFn strip_fn() {
 #endif
   return &strip_base<CB, V>;
 }
-template <int TB> DotFn dot_fn() {
+template <int CI, int TB> DotFn dot_fn() {
 #if defined(__x86_64__)
-  if (isa_level() == 2) return &dot_avx512<TB>;
-  if (isa_level() == 1) return &dot_avx2<TB>;
+  if (isa_level() == 2) return &dot_avx512<CI, TB>;
+  if (isa_level() == 1) return &dot_avx2<CI, TB>;
 #endif
-  return &dot_base<TB>;
+  return &dot_base<CI, TB>;
 }
 
 // Accumulators CB*V stay within 8 vector registers (of 16 on AVX2, minus the loaded inputs).
@@ -209,16 +233,22 @@ StripFn pick_strip(int64_t cb, int v) {
     case 48 + 1: return strip_fn<3, 1>();
     case 48 + 2: return strip_fn<3, 2>();
     case 64 + 1: return strip_fn<4, 1>();
+    case 128 + 1: return strip_fn<8, 1>();
+    case 128 + 2: return strip_fn<8, 2>();
     default: return strip_fn<4, 2>();
   }
 }
-DotFn pick_dot(int64_t tb) {
+// ci in {1, 2, 4}, tb in 1..4.
+template <int CI> DotFn pick_dot_tb(int64_t tb) {
   switch (tb) {
-    case 1: return dot_fn<1>();
-    case 2: return dot_fn<2>();
-    case 3: return dot_fn<3>();
-    default: return dot_fn<4>();
+    case 1: return dot_fn<CI, 1>();
+    case 2: return dot_fn<CI, 2>();
+    case 3: return dot_fn<CI, 3>();
+    default: return dot_fn<CI, 4>();
   }
+}
+DotFn pick_dot(int64_t ci, int64_t tb) {
+  return ci == 4 ? pick_dot_tb<4>(tb) : ci == 2 ? pick_dot_tb<2>(tb) : pick_dot_tb<1>(tb);
 }
 
 }  // namespace
@@ -252,8 +282,7 @@ void direct_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor
     if (ph.m_hi >= ph.m_lo) read_end = std::max(read_end, ph.m_lo + round_up(ph.m_hi - ph.m_lo + 1, ph.L));
   }
   const int64_t Wp = E + read_end;
-  auto xpad = at::zeros({s.N, s.C_in, s.H_in, Wp}, x.options());
-  xpad.narrow(3, E, s.W_in).copy_(x);
+  const auto xpad = padded_rows(x, s.N * s.C_in * s.H_in, s.W_in, E, Wp);
   const float* xp = xpad.const_data_ptr<float>();
   const float* wp = w.const_data_ptr<float>();
   const float* bp = b.defined() ? b.const_data_ptr<float>() : nullptr;
@@ -261,7 +290,7 @@ void direct_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor
 
   const int64_t tasks = s.N * s.groups * s.H_out;
   const int64_t work = cig * cog * kk / (s.sH * s.sW) * s.W_out + s.W_out;
-  at::parallel_for(0, tasks, grain(work), [&](int64_t t0, int64_t t1) {
+  parallel_tasks(tasks, grain(work), [&](int64_t t0, int64_t t1) {
     std::vector<const float*> src(cig * s.kH), wr(cig * s.kH);
     for (int64_t task = t0; task < t1; ++task) {
       const int64_t oh = task % s.H_out, g = (task / s.H_out) % s.groups, n = task / (s.H_out * s.groups);
@@ -293,11 +322,17 @@ void direct_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor
 // ---- grad_input ------------------------------------------------------------------------------------------
 void direct_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, at::Tensor& gx) {
   const int64_t cig = s.cin_per_group(), cog = s.cout_per_group(), kk = s.kH * s.kW;
-  const int64_t CB = std::min<int64_t>(4, cig), nblk = (cig + CB - 1) / CB;
-  const int v = pick_v(CB, s.W_in);
-  const int64_t L = lanes() * v;
+  // Channel blocks of CB input channels: 8 with AVX-512 (16 accumulators of the 32 registers, each gy
+  // load feeding 8 FMAs), else 4. A block's last, partial part runs as sub-blocks of at most 4.
+  const int64_t CB = std::min<int64_t>(isa_level() == 2 ? 8 : 4, cig), nblk = (cig + CB - 1) / CB;
+  // Vectors per strip of the 8-channel kernel: 2 when the row is an even number of vectors, else 1
+  // (no strip runs half empty: a 48-wide row is 3 strips of 16 with AVX-512).
+  const int v8 = ceil_div(s.W_in, lanes()) % 2 == 0 ? 2 : 1;
+  auto vectors = [&](int64_t cb) { return cb == 8 ? v8 : pick_v(cb, s.W_in); };
+  // The widest strip (fewest channels) sets how far past W_in the gy copy must reach.
+  const int64_t Lmax = lanes() * std::max(vectors(1), CB == 8 ? v8 : 1);
   std::vector<int64_t> soff(s.kW), wtap(s.kW);
-  const int64_t maxq = (s.kW - 1) * s.dW / s.sW, Wd = round_up(s.W_in, L) + maxq;
+  const int64_t maxq = (s.kW - 1) * s.dW / s.sW, Wd = round_up(s.W_in, Lmax) + maxq;
   for (int64_t kw = 0; kw < s.kW; ++kw) {
     soff[kw] = (kw * s.dW % s.sW) * Wd + kw * s.dW / s.sW;
     wtap[kw] = kw;
@@ -308,32 +343,37 @@ void direct_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Te
   float* gxp = gx.mutable_data_ptr<float>();
   const int64_t tasks = s.N * s.groups * nblk * s.H_in;
   const int64_t work = CB * cog * kk * s.W_in + s.W_in;
-  at::parallel_for(0, tasks, grain(work), [&](int64_t t0, int64_t t1) {
+  parallel_tasks(tasks, grain(work), [&](int64_t t0, int64_t t1) {
     std::vector<const float*> src(cog * s.kH), wr(cog * s.kH);
     for (int64_t task = t0; task < t1; ++task) {
       const int64_t ih = task % s.H_in, blk = (task / s.H_in) % nblk, g = (task / (s.H_in * nblk)) % s.groups;
       const int64_t n = task / (s.H_in * nblk * s.groups);
-      const int64_t ci0 = g * cig + blk * CB, cb = std::min(CB, cig - blk * CB);
       const Range kh = taps_for_input(ih, s.H_out, s.kH, s.sH, s.pH, s.dH);
-      int64_t R = 0;
-      for (int64_t col = 0; col < cog; ++col) {
-        const int64_t co = g * cog + col;
-        for (int64_t t = kh.begin; t < kh.end; ++t, ++R) {
-          const int64_t oh = ih * s.sH - s.pH + t * s.dH;
-          src[R] = gp + ((n * s.C_out + co) * s.H_out + oh) * s.sW * Wd;
-          wr[R] = wp + (ci0 * cog + col) * kk + t * s.kW;
+      for (int64_t c0 = blk * CB; c0 < std::min(cig, (blk + 1) * CB);) {
+        const int64_t rest = std::min(cig, (blk + 1) * CB) - c0;
+        const int64_t cb = rest >= 8 ? 8 : std::min<int64_t>(4, rest), ci0 = g * cig + c0;  // kernels: 1-4, 8
+        const int vb = vectors(cb);
+        const int64_t Lb = lanes() * vb;
+        int64_t R = 0;
+        for (int64_t col = 0; col < cog; ++col) {
+          const int64_t co = g * cog + col;
+          for (int64_t t = kh.begin; t < kh.end; ++t, ++R) {
+            const int64_t oh = ih * s.sH - s.pH + t * s.dH;
+            src[R] = gp + ((n * s.C_out + co) * s.H_out + oh) * s.sW * Wd;
+            wr[R] = wp + (ci0 * cog + col) * kk + t * s.kW;
+          }
         }
-      }
-      const StripFn fn = cb == CB ? pick_strip(CB, v) : pick_strip(cb, std::min(v, max_v(cb)));
-      const int64_t Lb = cb == CB ? L : lanes() * std::min(v, max_v(cb));
-      Strip a{src.data(), wr.data(), R, soff.data(), wtap.data(), s.kW, cog * kk, 0, nullptr, nullptr,
-              s.H_in * s.W_in, 1, 0};
-      float* gxrow = gxp + ((n * s.C_in + ci0) * s.H_in + ih) * s.W_in;
-      for (int64_t iw0 = 0; iw0 < s.W_in; iw0 += Lb) {
-        a.shift = iw0;
-        a.out = gxrow + iw0;
-        a.count = std::min(Lb, s.W_in - iw0);
-        fn(a);
+        const StripFn fn = pick_strip(cb, vb);
+        Strip a{src.data(), wr.data(), R, soff.data(), wtap.data(), s.kW, cog * kk, 0, nullptr, nullptr,
+                s.H_in * s.W_in, 1, 0};
+        float* gxrow = gxp + ((n * s.C_in + ci0) * s.H_in + ih) * s.W_in;
+        for (int64_t iw0 = 0; iw0 < s.W_in; iw0 += Lb) {
+          a.shift = iw0;
+          a.out = gxrow + iw0;
+          a.count = std::min(Lb, s.W_in - iw0);
+          fn(a);
+        }
+        c0 += cb;
       }
     }
   });
@@ -342,33 +382,63 @@ void direct_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Te
 // ---- grad_weight -------------------------------------------------------------------------------------------
 void direct_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, at::Tensor& gw) {
   const int64_t cig = s.cin_per_group(), cog = s.cout_per_group();
-  const int64_t width = round_up(s.W_in, 2 * lanes()), maxq = (s.kW - 1) * s.dW / s.sW, Wd = width + maxq;
+  const int64_t width = round_up(s.W_in, lanes()), maxq = (s.kW - 1) * s.dW / s.sW, Wd = width + maxq;
+  // Blocks of CI input channels share the gy loads: 4 x 4 taps = 16 accumulators with AVX-512's 32
+  // registers, 2 x 4 with 16. A partial block runs one channel at a time.
+  const int64_t CI = isa_level() == 2 ? 4 : 2, nblk = (cig + CI - 1) / CI;
   std::vector<int64_t> soff(s.kW);
   for (int64_t kw = 0; kw < s.kW; ++kw) soff[kw] = (kw * s.dW % s.sW) * Wd + kw * s.dW / s.sW;
   const auto gyd = deinterleave_columns(s, gy, Wd);
-  auto xpad = at::zeros({s.N, s.C_in, s.H_in, width}, x.options());
-  xpad.narrow(3, 0, s.W_in).copy_(x);
+  // The kernel reads whole vectors: rows are padded with zeros to `width`, unless they already are.
+  const at::Tensor xpad = width == s.W_in ? x : padded_rows(x, s.N * s.C_in * s.H_in, s.W_in, 0, width);
   const float* gp = gyd.const_data_ptr<float>();
   const float* xp = xpad.const_data_ptr<float>();
   float* gwp = gw.mutable_data_ptr<float>();
-  const int64_t tasks = s.C_in * cog * s.kH;
-  at::parallel_for(0, tasks, grain(s.N * s.H_in * width * s.kW / s.sH + 1), [&](int64_t t0, int64_t t1) {
-    std::vector<const float*> xr(s.N * s.H_in), gr(s.N * s.H_in);
+  // Tasks (group, channel block, output channel): each task reads its x rows once (a few rows at a
+  // time, kept in L1 while every (kh, tap block) uses them) instead of once per kh. Each weight element
+  // is reduced by one task, in a fixed order (whatever the thread count).
+  const int64_t tasks = s.groups * nblk * cog;
+  // Tap blocks of (nearly) equal size, at most 4 (9 taps: 3 x 3).
+  const int64_t nb = (s.kW + 3) / 4, TB = (s.kW + nb - 1) / nb, L = lanes();
+  const int64_t row_block = std::max<int64_t>(1, 4096 / (CI * width));
+  parallel_tasks(tasks, grain(CI * s.N * s.H_in * width * s.kW * s.kH / s.sH + 1), [&](int64_t t0, int64_t t1) {
+    std::vector<const float*> xr(row_block), gr(row_block);
+    std::vector<float> acc(s.kH * nb * CI * TB * L);
     for (int64_t task = t0; task < t1; ++task) {
-      const int64_t kh = task % s.kH, col = (task / s.kH) % cog, ci = task / (s.kH * cog);
-      const int64_t co = (ci / cig) * cog + col;
-      const Range ih = inputs_for_tap(kh, s.H_in, s.H_out, s.sH, s.pH, s.dH);
-      int64_t R = 0;
-      for (int64_t n = 0; n < s.N; ++n)
-        for (int64_t i = ih.begin; i < ih.end; ++i, ++R) {
-          xr[R] = xp + ((n * s.C_in + ci) * s.H_in + i) * width;
-          gr[R] = gp + ((n * s.C_out + co) * s.H_out + i * s.sH - s.pH + kh * s.dH) * s.sW * Wd;
-        }
-      float* out = gwp + task * s.kW;
-      for (int64_t kw0 = 0; kw0 < s.kW; kw0 += 4) {
-        const int64_t tb = std::min<int64_t>(4, s.kW - kw0);
-        const DotRows a{xr.data(), gr.data(), R, width, soff.data() + kw0, out + kw0};
-        pick_dot(tb)(a);
+      const int64_t col = task % cog, blk = (task / cog) % nblk, g = task / (cog * nblk), co = g * cog + col;
+      const int64_t c_begin = g * cig + blk * CI, c_end = g * cig + std::min(cig, (blk + 1) * CI);
+      for (int64_t ci = c_begin; ci < c_end;) {
+        const int64_t cb = c_end - ci >= CI ? CI : 1;  // kernels: CI or 1 channel
+        // Accumulators of (kh, tap block b): acc[(kh * nb + b) * cb * TB vectors ...].
+        std::fill(acc.begin(), acc.end(), 0.f);
+        for (int64_t n = 0; n < s.N; ++n)
+          for (int64_t i0 = 0; i0 < s.H_in; i0 += row_block)
+            for (int64_t kh = 0; kh < s.kH; ++kh) {
+              const Range ih = inputs_for_tap(kh, s.H_in, s.H_out, s.sH, s.pH, s.dH);
+              const int64_t lo = std::max(i0, ih.begin), hi = std::min(i0 + row_block, ih.end);
+              int64_t R = 0;
+              for (int64_t i = lo; i < hi; ++i, ++R) {
+                xr[R] = xp + ((n * s.C_in + ci) * s.H_in + i) * width;
+                gr[R] = gp + ((n * s.C_out + co) * s.H_out + i * s.sH - s.pH + kh * s.dH) * s.sW * Wd;
+              }
+              if (R == 0) continue;
+              for (int64_t b = 0; b < nb; ++b) {
+                const int64_t tb = std::min(TB, s.kW - b * TB);
+                const DotRows a{xr.data(), gr.data(), R, width, s.H_in * width, soff.data() + b * TB,
+                                acc.data() + (kh * nb + b) * cb * TB * L};
+                pick_dot(cb, tb)(a);
+              }
+            }
+        for (int64_t kh = 0; kh < s.kH; ++kh)
+          for (int64_t c = 0; c < cb; ++c)
+            for (int64_t kw = 0; kw < s.kW; ++kw) {
+              const int64_t b = kw / TB, tb = std::min(TB, s.kW - b * TB);
+              float* lane = acc.data() + ((kh * nb + b) * cb * TB + c * tb + kw % TB) * L;
+              for (int64_t w = L / 2; w >= 1; w /= 2)  // pairwise, fixed order
+                for (int64_t l = 0; l < w; ++l) lane[l] += lane[l + w];
+              gwp[(((ci + c) * cog + col) * s.kH + kh) * s.kW + kw] = lane[0];
+            }
+        ci += cb;
       }
     }
   });

@@ -1,9 +1,10 @@
 // Fast CPU paths of the deconv_ext ops, chosen by the entry points in conv_transpose2d.cpp.
 //
 //   direct (direct.cpp): float32, few output channels per group (cout_per_group <= kDirectMaxCout:
-//     super-resolution last layers, RGB outputs, depthwise); for the backward also few input channels. Register-blocked strips of outputs along W,
-//     one phase (ow + pW) mod sW at a time, so the inputs of a strip are contiguous; vectorised with GCC
-//     vector extensions, compiled for AVX2/FMA on x86-64 with a portable fallback.
+//     super-resolution last layers, RGB outputs, depthwise), forward and backward, any number of input
+//     channels. Register-blocked strips of outputs along W, one phase (ow + pW) mod sW at a time, so the
+//     inputs of a strip are contiguous; vectorised with GCC vector extensions, AVX-512 / AVX2 / baseline
+//     variants picked at run time.
 //   gemm (gemm.cpp): float32/float64, many channels. One BLAS GEMM (at::mm) per chunk of input rows
 //     plus a col2im (forward) or im2col (backward) pass; chunks keep the column buffer near the output size.
 //
@@ -11,7 +12,11 @@
 // (nothing has to be pre-initialised). Each output element is reduced by one thread in a fixed order.
 #pragma once
 
+#include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+
+#include <algorithm>
+#include <atomic>
 
 #include "../index_math.h"
 
@@ -19,8 +24,6 @@ namespace deconv_ext {
 namespace cpu {
 
 constexpr int64_t kDirectMaxCout = 4;
-
-constexpr int64_t kDirectMaxCinBackward = 8;
 
 // Forward: the direct kernel whenever it applies (the GEMM would have K = cin_per_group and a
 // col2im pass of cout*kH*kW adds per input pixel, which is what makes these shapes slow elsewhere).
@@ -30,14 +33,31 @@ inline bool use_direct(const ConvT2dShape& s, at::ScalarType t) {
 inline bool use_gemm(const ConvT2dShape& s, at::ScalarType t) {
   return (t == at::kFloat || t == at::kDouble) && !use_direct(s, t);
 }
-// Backward: both adjoints are GEMMs with a long inner dimension (cout*kH*kW, or pixels) and
-// cin_per_group rows, which BLAS runs well once there are a few rows; the direct kernels keep the
-// few-channel cases (depthwise, narrow groups).
+// Backward: the same condition. With one output channel the GEMM formulation has cin rows and an
+// im2col buffer of kH*kW copies of gy; the direct kernels block over input channels instead (8 or 4 per
+// strip for grad_input, 4 or 2 per dot product for grad_weight), reading a column-phase-split gy copy.
 inline bool use_direct_backward(const ConvT2dShape& s, at::ScalarType t) {
-  return use_direct(s, t) && s.cin_per_group() < kDirectMaxCinBackward;
+  return use_direct(s, t);
 }
 inline bool use_gemm_backward(const ConvT2dShape& s, at::ScalarType t) {
   return (t == at::kFloat || t == at::kDouble) && !use_direct_backward(s, t);
+}
+
+// at::parallel_for with dynamic scheduling: the threads take chunks of `grain` tasks from a shared
+// counter, so a thread that the OS deschedules (cores shared with other processes) delays the call by
+// about one chunk instead of its whole static share. Which thread runs a task does not change what
+// the task computes, so results stay deterministic.
+template <typename F>
+inline void parallel_tasks(int64_t tasks, int64_t grain_size, const F& f) {
+  const int64_t threads = at::get_num_threads();
+  if (tasks <= grain_size || threads <= 1 || at::in_parallel_region()) return f(int64_t(0), tasks);
+  // Chunks: at most the grain, and at least ~8 per thread so the shares can even out.
+  const int64_t chunk = std::max<int64_t>(1, std::min(grain_size, tasks / (8 * threads)));
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, std::min(threads, (tasks + chunk - 1) / chunk), 1, [&](int64_t, int64_t) {
+    for (int64_t t0 = next.fetch_add(chunk); t0 < tasks; t0 = next.fetch_add(chunk))
+      f(t0, std::min(tasks, t0 + chunk));
+  });
 }
 
 void direct_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,

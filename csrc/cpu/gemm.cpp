@@ -56,7 +56,7 @@ at::Tensor columns_of(const at::Tensor& t, const Chunk& c, int64_t c0, int64_t c
 template <typename scalar_t>
 void deinterleave_impl(const ConvT2dShape& s, const scalar_t* src, int64_t Wd, scalar_t* dst) {
   const int64_t rows = s.N * s.C_out * s.H_out;
-  at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / (s.sW * Wd)), [&](int64_t r0, int64_t r1) {
+  parallel_tasks(rows, std::max<int64_t>(1, 16384 / (s.sW * Wd)), [&](int64_t r0, int64_t r1) {
     for (int64_t row = r0; row < r1; ++row)
       for (int64_t r = 0; r < s.sW; ++r) {
         scalar_t* d = dst + (row * s.sW + r) * Wd;
