@@ -143,6 +143,18 @@ def test_upscale_exact_size(size):
     assert isinstance(out, Image.Image) and out.size == (3 * size[0], 3 * size[1]) and out.mode == "RGB"
 
 
+@pytest.mark.parametrize("mode, expected", [("L", "L"), ("RGBA", "RGBA"), ("LA", "LA"), ("P", "RGB"), ("I;16", "L")])
+def test_upscale_keeps_grayscale_and_alpha(mode, expected):
+    rgb = np.random.default_rng(1).integers(0, 256, (9, 11, 3), dtype=np.uint8)
+    img = Image.fromarray(rgb).convert(mode)
+    if "A" in img.getbands():
+        img.putalpha(Image.fromarray(np.full((9, 11), 77, np.uint8)))
+    out = sr.upscale(img, 2, model=sr.FSRCNN(2))
+    assert out.mode == expected and out.size == (22, 18)
+    if "A" in expected:
+        assert np.asarray(out.getchannel("A")).min() == np.asarray(out.getchannel("A")).max() == 77
+
+
 def test_tiled_equals_untiled():
     model = sr.FSRCNN(2)
     torch.nn.init.normal_(model.deconv.weight, std=0.02)  # a non-trivial output without the shipped weights

@@ -63,9 +63,13 @@ def upscale_y(model, y, tile=512):
     return out
 
 
+GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+
+
 def upscale(image, scale, model=None, device=None, tile=512):
-    """PIL image -> PIL RGB image of exactly scale x its size: Y by FSRCNN, Cb and Cr by bicubic.
-    model defaults to pretrained(scale)."""
+    """PIL image -> PIL image of exactly scale x its size: Y by FSRCNN, Cb and Cr by bicubic.
+    Grayscale images come back grayscale ("L"); an alpha channel is upscaled by bicubic and kept
+    ("RGBA" / "LA"); every other mode comes back "RGB". model defaults to pretrained(scale)."""
     if model is None:
         model = pretrained(scale, device)
     elif device is not None:
@@ -76,4 +80,10 @@ def upscale(image, scale, model=None, device=None, tile=512):
     ycc = srdata.rgb_to_ycbcr(np.asarray(srdata.load_image(image)))
     y = upscale_y(model, ycc[..., 0], tile)
     cb, cr = (srdata.bicubic_upscale(ycc[..., c], scale) for c in (1, 2))
-    return Image.fromarray(srdata.ycbcr_to_rgb(np.stack([y, cb, cr], axis=-1)))
+    out = Image.fromarray(srdata.ycbcr_to_rgb(np.stack([y, cb, cr], axis=-1)))
+    if isinstance(image, Image.Image):
+        if image.mode in GRAY_MODES:
+            out = out.convert("L")
+        if "A" in image.getbands():
+            out.putalpha(image.getchannel("A").resize(out.size, Image.BICUBIC))
+    return out
