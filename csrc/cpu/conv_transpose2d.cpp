@@ -5,7 +5,7 @@
 // Every kernel reads and writes contiguous NCHW buffers; layouts are converted at the boundary,
 // so channels_last and strided inputs cost one copy. Accumulation is in at::opmath_type (float for
 // half/bfloat16). Each output element is reduced by exactly one thread in a fixed order, so results
-// are deterministic and independent of the thread count. No buffer beyond the output is allocated.
+// are deterministic and independent of the thread count. Extra buffers stay near the output size.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -147,9 +147,9 @@ at::Tensor grad_input_cpu(const at::Tensor& grad_output, const at::Tensor& weigh
   auto gx = at::empty(c10::asIntArrayRefUnchecked(size), gy.options());
   if (gx.numel() > 0) {
     const auto s = make_shape(gx, gy, w.size(2), w.size(3), stride, padding, groups, dilation);
-    if (cpu::use_direct_backward(s, gy.scalar_type())) {
+    if (cpu::use_direct(s, gy.scalar_type())) {
       cpu::direct_grad_input(s, gy, w, gx);
-    } else if (cpu::use_gemm_backward(s, gy.scalar_type())) {
+    } else if (cpu::use_gemm(s, gy.scalar_type())) {
       cpu::gemm_grad_input(s, gy, w, gx);
     } else AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gy.scalar_type(), "conv_transpose2d_grad_input_cpu", [&] {
       grad_input_kernel<scalar_t>(s, gy.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
@@ -168,9 +168,9 @@ at::Tensor grad_weight_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
   auto gw = at::empty(c10::asIntArrayRefUnchecked(size), x.options());
   if (gw.numel() > 0) {
     const auto s = make_shape(x, gy, kernel_size[0], kernel_size[1], stride, padding, groups, dilation);
-    if (cpu::use_direct_backward(s, x.scalar_type())) {
+    if (cpu::use_direct(s, x.scalar_type())) {
       cpu::direct_grad_weight(s, gy, x, gw);
-    } else if (cpu::use_gemm_backward(s, x.scalar_type())) {
+    } else if (cpu::use_gemm(s, x.scalar_type())) {
       cpu::gemm_grad_weight(s, gy, x, gw);
     } else AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "conv_transpose2d_grad_weight_cpu", [&] {
       grad_weight_kernel<scalar_t>(s, gy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),

@@ -25,22 +25,16 @@ namespace cpu {
 
 constexpr int64_t kDirectMaxCout = 4;
 
-// Forward: the direct kernel whenever it applies (the GEMM would have K = cin_per_group and a
-// col2im pass of cout*kH*kW adds per input pixel, which is what makes these shapes slow elsewhere).
+// The direct kernels whenever they apply, forward and backward alike. Forward: the GEMM would have
+// K = cin_per_group and a col2im pass of cout*kH*kW adds per input pixel, which is what makes these shapes
+// slow elsewhere. Backward: with one output channel the GEMM formulation has cin rows and an im2col buffer
+// of kH*kW copies of gy; the direct kernels block over input channels instead (8 or 4 per strip for
+// grad_input, 4 or 2 per dot product for grad_weight), reading a column-phase-split gy copy.
 inline bool use_direct(const ConvT2dShape& s, at::ScalarType t) {
   return t == at::kFloat && s.cout_per_group() <= kDirectMaxCout;
 }
 inline bool use_gemm(const ConvT2dShape& s, at::ScalarType t) {
   return (t == at::kFloat || t == at::kDouble) && !use_direct(s, t);
-}
-// Backward: the same condition. With one output channel the GEMM formulation has cin rows and an
-// im2col buffer of kH*kW copies of gy; the direct kernels block over input channels instead (8 or 4 per
-// strip for grad_input, 4 or 2 per dot product for grad_weight), reading a column-phase-split gy copy.
-inline bool use_direct_backward(const ConvT2dShape& s, at::ScalarType t) {
-  return use_direct(s, t);
-}
-inline bool use_gemm_backward(const ConvT2dShape& s, at::ScalarType t) {
-  return (t == at::kFloat || t == at::kDouble) && !use_direct_backward(s, t);
 }
 
 // at::parallel_for with dynamic scheduling: the threads take chunks of `grain` tasks from a shared
