@@ -1,6 +1,8 @@
 // Argument checks and shape math for every op and backend (see conv_transpose2d.h).
 #include "conv_transpose2d.h"
 
+#include <ATen/ops/empty.h>
+#include <c10/core/DeviceGuard.h>
 #include <c10/core/SymNodeImpl.h>
 #include <c10/util/Exception.h>
 
@@ -172,17 +174,20 @@ c10::MemoryFormat result_memory_format(const at::Tensor& a, const at::Tensor& b)
   return cl ? c10::MemoryFormat::ChannelsLast : c10::MemoryFormat::Contiguous;
 }
 
-ConvT2dShape make_shape(const at::Tensor& input, const at::Tensor& output, int64_t kH, int64_t kW,
-                        at::IntArrayRef stride, at::IntArrayRef padding, int64_t groups,
-                        at::IntArrayRef dilation) {
+namespace {
+
+// Kernel shape from the sizes of the tensor playing "input" (N, C_in, H_in, W_in) and of the one
+// playing "output" (N, C_out, H_out, W_out).
+ConvT2dShape make_shape(at::IntArrayRef in, at::IntArrayRef out, int64_t kH, int64_t kW, at::IntArrayRef stride,
+                        at::IntArrayRef padding, int64_t groups, at::IntArrayRef dilation) {
   ConvT2dShape s;
-  s.N = input.size(0);
-  s.C_in = input.size(1);
-  s.H_in = input.size(2);
-  s.W_in = input.size(3);
-  s.C_out = output.size(1);
-  s.H_out = output.size(2);
-  s.W_out = output.size(3);
+  s.N = in[0];
+  s.C_in = in[1];
+  s.H_in = in[2];
+  s.W_in = in[3];
+  s.C_out = out[1];
+  s.H_out = out[2];
+  s.W_out = out[3];
   s.kH = kH;
   s.kW = kW;
   s.sH = stride[0];
@@ -193,6 +198,79 @@ ConvT2dShape make_shape(const at::Tensor& input, const at::Tensor& output, int64
   s.dW = dilation[1];
   s.groups = groups;
   return s;
+}
+
+std::vector<int64_t> concrete(const std::vector<c10::SymInt>& sizes) {
+  std::vector<int64_t> out;
+  for (const auto& v : sizes) out.push_back(v.guard_int(__FILE__, __LINE__));
+  return out;
+}
+
+// Every launcher reads and writes contiguous NCHW buffers (see Launchers).
+at::Tensor allocate(const std::vector<c10::SymInt>& sizes, const at::Tensor& like) {
+  return at::empty(concrete(sizes), like.options().memory_format(c10::MemoryFormat::Contiguous));
+}
+
+}  // namespace
+
+ConvT2dShape forward_shape(const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
+                           at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups,
+                           at::IntArrayRef dilation) {
+  const auto out = concrete(check_forward(input, weight, std::nullopt, stride, padding, output_padding, groups,
+                                          dilation));
+  return make_shape(input.sizes(), out, weight.size(2), weight.size(3), stride, padding, groups, dilation);
+}
+
+at::Tensor forward_entry(const Launchers& l, const at::Tensor& input, const at::Tensor& weight,
+                         const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
+                         at::IntArrayRef output_padding, int64_t groups, at::IntArrayRef dilation) {
+  const auto size = check_forward(input, weight, bias, stride, padding, output_padding, groups, dilation);
+  const c10::OptionalDeviceGuard guard(input.device());
+  const auto x = input.contiguous(), w = weight.contiguous();
+  const auto b = bias.has_value() && bias->defined() ? bias->contiguous() : at::Tensor();
+  auto y = allocate(size, x);
+  if (y.numel() > 0)
+    l.forward(make_shape(x.sizes(), y.sizes(), w.size(2), w.size(3), stride, padding, groups, dilation), x, w, b, y);
+  return y.contiguous(result_memory_format(input, weight));
+}
+
+at::Tensor grad_input_entry(const Launchers& l, const at::Tensor& grad_output, const at::Tensor& weight,
+                            at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef output_padding,
+                            int64_t groups, at::IntArrayRef dilation) {
+  const auto size = check_grad_input(grad_output, weight, stride, padding, output_padding, groups, dilation);
+  const c10::OptionalDeviceGuard guard(grad_output.device());
+  const auto gy = grad_output.contiguous(), w = weight.contiguous();
+  auto gx = allocate(size, gy);
+  if (gx.numel() > 0)
+    l.grad_input(make_shape(gx.sizes(), gy.sizes(), w.size(2), w.size(3), stride, padding, groups, dilation), gy, w,
+                 gx);
+  return gx.contiguous(result_memory_format(grad_output, weight));
+}
+
+at::Tensor grad_weight_entry(const Launchers& l, const at::Tensor& grad_output, const at::Tensor& input,
+                             at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
+                             at::IntArrayRef output_padding, int64_t groups, at::IntArrayRef dilation) {
+  const auto size =
+      check_grad_weight(grad_output, input, kernel_size, stride, padding, output_padding, groups, dilation);
+  const c10::OptionalDeviceGuard guard(input.device());
+  const auto gy = grad_output.contiguous(), x = input.contiguous();
+  auto gw = allocate(size, x);
+  if (gw.numel() == 0) return gw;
+  if (x.numel() == 0 || gy.numel() == 0) return gw.zero_();  // empty batch: an empty sum
+  l.grad_weight(make_shape(x.sizes(), gy.sizes(), kernel_size[0], kernel_size[1], stride, padding, groups, dilation),
+                gy, x, gw);
+  return gw;
+}
+
+at::Tensor grad_bias_entry(const Launchers& l, const at::Tensor& grad_output) {
+  const auto size = check_grad_bias(grad_output);
+  const c10::OptionalDeviceGuard guard(grad_output.device());
+  const auto gy = grad_output.contiguous();
+  auto gb = allocate(size, gy);
+  if (gb.numel() == 0) return gb;
+  if (gy.numel() == 0) return gb.zero_();  // empty batch: an empty sum
+  l.grad_bias(gy, gb);
+  return gb;
 }
 
 }  // namespace deconv_ext

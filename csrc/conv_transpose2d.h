@@ -1,5 +1,6 @@
-// Host-side contract of the deconv_ext ops: argument checks, output sizes and the memory-format
-// rule, declared once and used by every backend and by the meta (fake) kernels.
+// Host-side contract of the deconv_ext ops, declared once and used by every backend and by the meta
+// (fake) kernels: argument checks, output sizes, the memory-format rule, and the entry layer that
+// turns an op call into a call of a backend's launcher.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -38,9 +39,36 @@ std::vector<c10::SymInt> check_grad_bias(const at::Tensor& grad_output);
 // suggests it, contiguous otherwise.
 c10::MemoryFormat result_memory_format(const at::Tensor& a, const at::Tensor& b);
 
-// Concrete shape for kernels, from a (N, C_in, H_in, W_in) input and (C_out, H_out, W_out) output.
-ConvT2dShape make_shape(const at::Tensor& input, const at::Tensor& output, int64_t kH, int64_t kW,
-                        at::IntArrayRef stride, at::IntArrayRef padding, int64_t groups,
-                        at::IntArrayRef dilation);
+// ---- the entry layer ---------------------------------------------------------------------------------
+// A backend (CPU, CUDA, the CPU emulation of the CUDA kernels) supplies only launchers. Each one gets
+// contiguous NCHW tensors of one dtype on one device, the result allocated (contiguous NCHW, not
+// initialised: a launcher writes every element), the device guard set, and never an empty result or an
+// empty reduction (the entry layer handles those). `b` may be undefined (no bias).
+struct Launchers {
+  void (*forward)(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
+                  const at::Tensor& y);
+  void (*grad_input)(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx);
+  void (*grad_weight)(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw);
+  void (*grad_bias)(const at::Tensor& gy, const at::Tensor& gb);
+};
+
+// The four ops, written once for every backend: check -> device guard -> contiguous NCHW -> allocate ->
+// empty handling -> shape -> launch -> the layout PyTorch would choose (result_memory_format).
+at::Tensor forward_entry(const Launchers& l, const at::Tensor& input, const at::Tensor& weight,
+                         const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
+                         at::IntArrayRef output_padding, int64_t groups, at::IntArrayRef dilation);
+at::Tensor grad_input_entry(const Launchers& l, const at::Tensor& grad_output, const at::Tensor& weight,
+                            at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef output_padding,
+                            int64_t groups, at::IntArrayRef dilation);
+at::Tensor grad_weight_entry(const Launchers& l, const at::Tensor& grad_output, const at::Tensor& input,
+                             at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
+                             at::IntArrayRef output_padding, int64_t groups, at::IntArrayRef dilation);
+at::Tensor grad_bias_entry(const Launchers& l, const at::Tensor& grad_output);
+
+// The kernel shape of a forward call (what its launcher would get), from the checked arguments alone;
+// used by the dispatch queries, which may see meta tensors.
+ConvT2dShape forward_shape(const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
+                           at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups,
+                           at::IntArrayRef dilation);
 
 }  // namespace deconv_ext

@@ -1,20 +1,23 @@
-// CPU kernels of the four deconv_ext ops. float32/float64 take the fast paths of fast_paths.h (direct
-// vectorised kernels for few output channels, BLAS GEMM otherwise); the straightforward direct loops
-// below, threaded with at::parallel_for, serve the remaining cases (half, bfloat16, small-channel double).
+// The CPU backend of the four deconv_ext ops: its launchers, registered for the CPU dispatch key, and
+// the dispatch queries. Each launcher takes the path choose_path() picks (fast_paths.h): direct
+// (direct.cpp), gemm (gemm.cpp) or the generic loops below, which serve every dtype (float16 and
+// bfloat16 take them) and accumulate in at::opmath_type (float for the half types). Checks, layouts and
+// empty tensors are handled once for every backend by the entry layer (csrc/conv_transpose2d.h).
 //
-// Every kernel reads and writes contiguous NCHW buffers; layouts are converted at the boundary,
-// so channels_last and strided inputs cost one copy. Accumulation is in at::opmath_type (float for
-// half/bfloat16). Each output element is reduced by exactly one thread in a fixed order, so results
-// are deterministic and independent of the thread count. Extra buffers stay near the output size.
+// Each output element is reduced by exactly one thread in a fixed order, so the generic loops' results
+// are deterministic and independent of the thread count; they need no buffers beyond the result.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include <cstdlib>
+#include <cstring>
+#include <string>
 #include <vector>
 
-#include "../conv_transpose2d.h"
+#include "../register_backend.h"
 #include "fast_paths.h"
 
 namespace deconv_ext {
@@ -116,79 +119,50 @@ void grad_weight_kernel(const ConvT2dShape& s, const scalar_t* gy, const scalar_
   });
 }
 
-// ---- host entry points ------------------------------------------------------------------------------
-at::Tensor forward_cpu(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                       at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef output_padding,
-                       int64_t groups, at::IntArrayRef dilation) {
-  const auto size = check_forward(input, weight, bias, stride, padding, output_padding, groups, dilation);
-  const auto x = input.contiguous(), w = weight.contiguous();
-  const bool has_bias = bias.has_value() && bias->defined();
-  const auto b = has_bias ? bias->contiguous() : at::Tensor();
-  auto y = at::empty(c10::asIntArrayRefUnchecked(size), x.options());
-  if (y.numel() > 0) {
-    const auto s = make_shape(x, y, w.size(2), w.size(3), stride, padding, groups, dilation);
-    if (cpu::use_direct(s, x.scalar_type())) {
-      cpu::direct_forward(s, x, w, b, y);
-    } else if (cpu::use_gemm(s, x.scalar_type())) {
-      cpu::gemm_forward(s, x, w, b, y);
-    } else AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "conv_transpose2d_cpu", [&] {
-      forward_kernel<scalar_t>(s, x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
-                               has_bias ? b.const_data_ptr<scalar_t>() : nullptr, y.mutable_data_ptr<scalar_t>());
-    });
+// ---- launchers ----------------------------------------------------------------------------------------
+void forward_launch(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
+                    const at::Tensor& y) {
+  switch (cpu::choose_path(s, x.scalar_type())) {
+    case cpu::Path::direct: return cpu::direct_forward(s, x, w, b, y);
+    case cpu::Path::gemm: return cpu::gemm_forward(s, x, w, b, y);
+    case cpu::Path::generic: break;
   }
-  return y.contiguous(result_memory_format(input, weight));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "conv_transpose2d_cpu", [&] {
+    forward_kernel<scalar_t>(s, x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
+                             b.defined() ? b.const_data_ptr<scalar_t>() : nullptr, y.mutable_data_ptr<scalar_t>());
+  });
 }
 
-at::Tensor grad_input_cpu(const at::Tensor& grad_output, const at::Tensor& weight, at::IntArrayRef stride,
-                          at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups,
-                          at::IntArrayRef dilation) {
-  const auto size = check_grad_input(grad_output, weight, stride, padding, output_padding, groups, dilation);
-  const auto gy = grad_output.contiguous(), w = weight.contiguous();
-  auto gx = at::empty(c10::asIntArrayRefUnchecked(size), gy.options());
-  if (gx.numel() > 0) {
-    const auto s = make_shape(gx, gy, w.size(2), w.size(3), stride, padding, groups, dilation);
-    if (cpu::use_direct(s, gy.scalar_type())) {
-      cpu::direct_grad_input(s, gy, w, gx);
-    } else if (cpu::use_gemm(s, gy.scalar_type())) {
-      cpu::gemm_grad_input(s, gy, w, gx);
-    } else AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gy.scalar_type(), "conv_transpose2d_grad_input_cpu", [&] {
-      grad_input_kernel<scalar_t>(s, gy.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
-                                  gx.mutable_data_ptr<scalar_t>());
-    });
+void grad_input_launch(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx) {
+  switch (cpu::choose_path(s, gy.scalar_type())) {
+    case cpu::Path::direct: return cpu::direct_grad_input(s, gy, w, gx);
+    case cpu::Path::gemm: return cpu::gemm_grad_input(s, gy, w, gx);
+    case cpu::Path::generic: break;
   }
-  return gx.contiguous(result_memory_format(grad_output, weight));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gy.scalar_type(), "conv_transpose2d_grad_input_cpu", [&] {
+    grad_input_kernel<scalar_t>(s, gy.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
+                                gx.mutable_data_ptr<scalar_t>());
+  });
 }
 
-at::Tensor grad_weight_cpu(const at::Tensor& grad_output, const at::Tensor& input, at::IntArrayRef kernel_size,
-                           at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef output_padding,
-                           int64_t groups, at::IntArrayRef dilation) {
-  const auto size =
-      check_grad_weight(grad_output, input, kernel_size, stride, padding, output_padding, groups, dilation);
-  const auto gy = grad_output.contiguous(), x = input.contiguous();
-  auto gw = at::empty(c10::asIntArrayRefUnchecked(size), x.options());
-  if (gw.numel() > 0) {
-    const auto s = make_shape(x, gy, kernel_size[0], kernel_size[1], stride, padding, groups, dilation);
-    if (cpu::use_direct(s, x.scalar_type())) {
-      cpu::direct_grad_weight(s, gy, x, gw);
-    } else if (cpu::use_gemm(s, x.scalar_type())) {
-      cpu::gemm_grad_weight(s, gy, x, gw);
-    } else AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "conv_transpose2d_grad_weight_cpu", [&] {
-      grad_weight_kernel<scalar_t>(s, gy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
-                                   gw.mutable_data_ptr<scalar_t>());
-    });
+void grad_weight_launch(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw) {
+  switch (cpu::choose_path(s, x.scalar_type())) {
+    case cpu::Path::direct: return cpu::direct_grad_weight(s, gy, x, gw);
+    case cpu::Path::gemm: return cpu::gemm_grad_weight(s, gy, x, gw);
+    case cpu::Path::generic: break;
   }
-  return gw;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "conv_transpose2d_grad_weight_cpu", [&] {
+    grad_weight_kernel<scalar_t>(s, gy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+                                 gw.mutable_data_ptr<scalar_t>());
+  });
 }
 
-at::Tensor grad_bias_cpu(const at::Tensor& grad_output) {
-  const auto size = check_grad_bias(grad_output);
-  const auto gy = grad_output.contiguous();
-  auto gb = at::empty(c10::asIntArrayRefUnchecked(size), gy.options());
+// Each channel's N*HW values in fixed blocks of kBlock (one image row of blocks at a time), summed in
+// double with four interleaved partial sums; the block sums are added in order. The blocks are the
+// parallel tasks, so a single-channel gradient (FSRCNN) uses every thread, and the result does not
+// depend on the thread count. Every path shares this one.
+void grad_bias_launch(const at::Tensor& gy, const at::Tensor& gb) {
   const int64_t N = gy.size(0), C = gy.size(1), HW = gy.size(2) * gy.size(3);
-  // Each channel's N*HW values in fixed blocks of kBlock (one image row of blocks at a time), summed in
-  // double with four interleaved partial sums; the block sums are added in order. The blocks are the
-  // parallel tasks, so a single-channel gradient (FSRCNN) uses every thread, and the result does not
-  // depend on the thread count.
   constexpr int64_t kBlock = 8192;
   const int64_t per_image = (HW + kBlock - 1) / kBlock, per_channel = N * per_image;
   std::vector<double> partial(C * per_channel);
@@ -214,16 +188,59 @@ at::Tensor grad_bias_cpu(const at::Tensor& grad_output) {
       dst[c] = static_cast<scalar_t>(sum);
     }
   });
-  return gb;
+}
+
+constexpr Launchers kCpuLaunchers{&forward_launch, &grad_input_launch, &grad_weight_launch, &grad_bias_launch};
+
+// ---- dispatch queries ---------------------------------------------------------------------------------
+// "direct:avx2", "gemm", "generic": the path (and vector ISA) that all four ops take on CPU for this
+// configuration and dtype, environment overrides included. Shapes only, so meta tensors work too.
+std::string cpu_path(const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
+                     at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups,
+                     at::IntArrayRef dilation) {
+  const auto s = forward_shape(input, weight, stride, padding, output_padding, groups, dilation);
+  const cpu::Path p = cpu::choose_path(s, input.scalar_type());
+  std::string name = cpu::path_name(p);
+  if (p == cpu::Path::direct) name += std::string(":") + cpu::isa_name(cpu::isa_level());
+  return name;
+}
+
+// The vector ISAs this CPU can run the direct kernels with, lowest first.
+std::vector<std::string> cpu_isas() {
+  std::vector<std::string> out;
+  for (int l = 0; l <= 2; ++l)
+    if (cpu::cpu_isa_available(l)) out.push_back(cpu::isa_name(l));
+  return out;
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(deconv_ext, CPU, m) {
-  m.impl("conv_transpose2d", &forward_cpu);
-  m.impl("conv_transpose2d_grad_input", &grad_input_cpu);
-  m.impl("conv_transpose2d_grad_weight", &grad_weight_cpu);
-  m.impl("conv_transpose2d_grad_bias", &grad_bias_cpu);
+namespace cpu {
+
+const char* path_name(Path p) {
+  return p == Path::direct ? "direct" : p == Path::gemm ? "gemm" : "generic";
+}
+
+Path choose_path(const ConvT2dShape& s, at::ScalarType t) {
+  const Path natural = use_direct(s, t) ? Path::direct : use_gemm(s, t) ? Path::gemm : Path::generic;
+  const char* forced = std::getenv("DECONV_EXT_CPU_PATH");
+  if (forced == nullptr || *forced == 0 || std::strcmp(forced, "auto") == 0) return natural;
+  if (std::strcmp(forced, "generic") == 0) return Path::generic;
+  if (std::strcmp(forced, "direct") == 0) return use_direct(s, t) ? Path::direct : natural;
+  if (std::strcmp(forced, "gemm") == 0) return (t == at::kFloat || t == at::kDouble) ? Path::gemm : natural;
+  TORCH_CHECK(false, "DECONV_EXT_CPU_PATH: expected one of auto, generic, direct, gemm, got '", std::string(forced),
+              "'");
+}
+
+}  // namespace cpu
+
+TORCH_LIBRARY_IMPL(deconv_ext, CPU, m) { register_backend<&kCpuLaunchers>(m); }
+
+TORCH_LIBRARY_FRAGMENT(deconv_ext, m) {
+  m.def("_cpu_path(Tensor input, Tensor weight, int[2] stride, int[2] padding, int[2] output_padding, int groups, "
+        "int[2] dilation) -> str",
+        &cpu_path);
+  m.def("_cpu_isas() -> str[]", &cpu_isas);
 }
 
 }  // namespace deconv_ext

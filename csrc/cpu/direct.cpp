@@ -1,7 +1,7 @@
 // Direct float32 kernels for few output channels per group (see fast_paths.h for when they are used).
 //
-// Work unit: a "strip" of CB output channels x (8*V) consecutive outputs of one row, accumulated in
-// registers over R source rows x T taps. Inputs are laid out so that a strip's source values are
+// Work unit: a "strip" of CB output channels x (L*V) consecutive outputs of one row (L = 8 lanes, 16
+// with AVX-512), accumulated in registers over R source rows x T taps. Inputs are laid out so that a strip's source values are
 // contiguous for every tap:
 //   forward      output column ow with (ow + pW) = sW*m + rw (phase rw) is fed by taps kw with
 //                kw*dW = rw (mod sW), from input column m - e(kw), e = (kw*dW - rw) / sW >= 0: a strip
@@ -12,11 +12,14 @@
 //                outside the image) makes it contiguous in iw.
 //   grad_weight  the same two buffers; each weight element is a dot product over (n, ih, iw),
 //                vectorised along iw and summed across lanes in a fixed order.
-// Extra memory: the padded input (input-sized) and the deinterleaved gy (output-sized).
+// Extra memory: a zero-padded copy of the whole input (forward, and grad_weight when its rows are not
+// whole vectors) and the deinterleaved gy (output-sized, backward).
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 
+#include <atomic>
 #include <cstdlib>
+#include <string>
 #include <cstring>
 #include <vector>
 
@@ -180,36 +183,51 @@ template <int CB, int V> DECONV_AVX512 void strip_avx512(const Strip& a) { strip
 template <int CI, int TB> DECONV_AVX512 void dot_avx512(const DotRows& a) { dot_body<vec16, CI, TB>(a); }
 #endif
 
-// 2: AVX-512 (16 lanes), 1: AVX2/FMA (8 lanes), 0: baseline (8 lanes). The environment variable
-// DECONV_EXT_CPU_ISA=avx2|baseline caps it (read once), so tests can cover every variant on one machine.
-int isa_level() {
+int hardware_isa_level() {
 #if defined(__x86_64__)
-  static const int level = [] {
-    int l = __builtin_cpu_supports("avx512f") ? 2
-            : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? 1 : 0;
-    const char* cap = std::getenv("DECONV_EXT_CPU_ISA");
-    if (cap && std::strcmp(cap, "avx2") == 0) l = std::min(l, 1);
-    if (cap && std::strcmp(cap, "baseline") == 0) l = 0;
-    return l;
-  }();
+  static const int level = __builtin_cpu_supports("avx512f") ? 2
+                           : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? 1 : 0;
   return level;
 #else
   return 0;
 #endif
 }
-int64_t lanes() { return isa_level() == 2 ? 16 : 8; }
+
+}  // namespace
+
+// Read at every call (a few getenv per op call, nothing per strip), so a test can switch it in-process.
+int isa_level() {
+  const char* cap = std::getenv("DECONV_EXT_CPU_ISA");
+  const int hw = hardware_isa_level();
+  if (cap == nullptr || *cap == 0 || std::strcmp(cap, "auto") == 0 || std::strcmp(cap, "avx512") == 0) return hw;
+  if (std::strcmp(cap, "avx2") == 0) return std::min(hw, 1);
+  if (std::strcmp(cap, "baseline") == 0) return 0;
+  TORCH_CHECK(false, "DECONV_EXT_CPU_ISA: expected one of auto, avx512, avx2, baseline, got '", std::string(cap), "'");
+}
+bool cpu_isa_available(int level) { return level <= hardware_isa_level(); }
+const char* isa_name(int level) { return level == 2 ? "avx512" : level == 1 ? "avx2" : "baseline"; }
+
+namespace {
+
+// The ISA of the call in progress: each direct_* entry point reads isa_level() once and stores it here,
+// so every strip of one call uses the same variant (process-wide, like the environment it comes from).
+std::atomic<int> call_isa{0};
+int current_isa() { return call_isa.load(std::memory_order_relaxed); }
+void begin_call() { call_isa.store(isa_level(), std::memory_order_relaxed); }
+
+int64_t lanes() { return current_isa() == 2 ? 16 : 8; }
 
 template <int CB, int V> StripFn strip_fn() {
 #if defined(__x86_64__)
-  if (isa_level() == 2) return &strip_avx512<CB, V>;
-  if (isa_level() == 1) return &strip_avx2<CB, V>;
+  if (current_isa() == 2) return &strip_avx512<CB, V>;
+  if (current_isa() == 1) return &strip_avx2<CB, V>;
 #endif
   return &strip_base<CB, V>;
 }
 template <int CI, int TB> DotFn dot_fn() {
 #if defined(__x86_64__)
-  if (isa_level() == 2) return &dot_avx512<CI, TB>;
-  if (isa_level() == 1) return &dot_avx2<CI, TB>;
+  if (current_isa() == 2) return &dot_avx512<CI, TB>;
+  if (current_isa() == 1) return &dot_avx2<CI, TB>;
 #endif
   return &dot_base<CI, TB>;
 }
@@ -255,7 +273,8 @@ DotFn pick_dot(int64_t ci, int64_t tb) {
 
 // ---- forward -------------------------------------------------------------------------------------------
 void direct_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
-                    at::Tensor& y) {
+                    const at::Tensor& y) {
+  begin_call();
   const int64_t cig = s.cin_per_group(), cog = s.cout_per_group(), kk = s.kH * s.kW;
   struct Phase {
     int64_t m_lo, m_hi, L;
@@ -320,11 +339,12 @@ void direct_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor
 }
 
 // ---- grad_input ------------------------------------------------------------------------------------------
-void direct_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, at::Tensor& gx) {
+void direct_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx) {
+  begin_call();
   const int64_t cig = s.cin_per_group(), cog = s.cout_per_group(), kk = s.kH * s.kW;
   // Channel blocks of CB input channels: 8 with AVX-512 (16 accumulators of the 32 registers, each gy
   // load feeding 8 FMAs), else 4. A block's last, partial part runs as sub-blocks of at most 4.
-  const int64_t CB = std::min<int64_t>(isa_level() == 2 ? 8 : 4, cig), nblk = (cig + CB - 1) / CB;
+  const int64_t CB = std::min<int64_t>(current_isa() == 2 ? 8 : 4, cig), nblk = (cig + CB - 1) / CB;
   // Vectors per strip of the 8-channel kernel: 2 when the row is an even number of vectors, else 1
   // (no strip runs half empty: a 48-wide row is 3 strips of 16 with AVX-512).
   const int v8 = ceil_div(s.W_in, lanes()) % 2 == 0 ? 2 : 1;
@@ -380,12 +400,13 @@ void direct_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Te
 }
 
 // ---- grad_weight -------------------------------------------------------------------------------------------
-void direct_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, at::Tensor& gw) {
+void direct_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw) {
+  begin_call();
   const int64_t cig = s.cin_per_group(), cog = s.cout_per_group();
   const int64_t width = round_up(s.W_in, lanes()), maxq = (s.kW - 1) * s.dW / s.sW, Wd = width + maxq;
   // Blocks of CI input channels share the gy loads: 4 x 4 taps = 16 accumulators with AVX-512's 32
   // registers, 2 x 4 with 16. A partial block runs one channel at a time.
-  const int64_t CI = isa_level() == 2 ? 4 : 2, nblk = (cig + CI - 1) / CI;
+  const int64_t CI = current_isa() == 2 ? 4 : 2, nblk = (cig + CI - 1) / CI;
   std::vector<int64_t> soff(s.kW);
   for (int64_t kw = 0; kw < s.kW; ++kw) soff[kw] = (kw * s.dW % s.sW) * Wd + kw * s.dW / s.sW;
   const auto gyd = deinterleave_columns(s, gy, Wd);

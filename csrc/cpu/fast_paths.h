@@ -1,15 +1,24 @@
-// Fast CPU paths of the deconv_ext ops, chosen by the entry points in conv_transpose2d.cpp.
+// CPU paths of the deconv_ext ops. The CPU launchers (conv_transpose2d.cpp) pick one per call with
+// choose_path(); forward and the three gradients of one configuration take the same path.
 //
 //   direct (direct.cpp): float32, few output channels per group (cout_per_group <= kDirectMaxCout:
 //     super-resolution last layers, RGB outputs, depthwise), forward and backward, any number of input
 //     channels. Register-blocked strips of outputs along W, one phase (ow + pW) mod sW at a time, so the
-//     inputs of a strip are contiguous; vectorised with GCC vector extensions, AVX-512 / AVX2 / baseline
-//     variants picked at run time.
-//   gemm (gemm.cpp): float32/float64, many channels. One BLAS GEMM (at::mm) per chunk of input rows
-//     plus a col2im (forward) or im2col (backward) pass; chunks keep the column buffer near the output size.
+//     inputs of a strip are contiguous; vectorised with GCC vector extensions, AVX-512 (16 lanes) / AVX2 /
+//     baseline (8 lanes) variants picked at run time (cpu_isa()).
+//   gemm (gemm.cpp): float32/float64, any channel counts (the natural choice past the direct path). One
+//     GEMM (at::mm, i.e. the BLAS torch uses) per chunk of input rows plus a col2im (forward) or im2col
+//     (backward) pass written here; chunks keep the column buffer near 1M elements.
+//   generic (conv_transpose2d.cpp): plain loops, every dtype; what float16 and bfloat16 take.
+//
+// Forcing, for tests and diagnosis (read at every call): DECONV_EXT_CPU_PATH=auto|generic|direct|gemm
+// (a path that cannot serve the call's dtype or shape is not taken: the query deconv_ext::_cpu_path says
+// which path a call takes), DECONV_EXT_CPU_ISA=auto|avx512|avx2|baseline (capped at what the CPU has).
 //
 // All arguments are contiguous NCHW tensors of the kernel's dtype; results are written in full
-// (nothing has to be pre-initialised). Each output element is reduced by one thread in a fixed order.
+// (nothing has to be pre-initialised). Each output element is reduced by one thread in a fixed order,
+// so results are bitwise identical run to run. The direct and generic paths also give the same bits for
+// any thread count; the gemm path's at::mm may block its sums differently with the thread count.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -37,6 +46,18 @@ inline bool use_gemm(const ConvT2dShape& s, at::ScalarType t) {
   return (t == at::kFloat || t == at::kDouble) && !use_direct(s, t);
 }
 
+enum class Path { generic, direct, gemm };
+const char* path_name(Path p);
+// The path of a call: the natural one (use_direct, then use_gemm, else generic) unless
+// DECONV_EXT_CPU_PATH names another path that can serve it.
+Path choose_path(const ConvT2dShape& s, at::ScalarType t);
+
+// Vector ISA of the direct kernels for the next call: 2 = AVX-512, 1 = AVX2+FMA, 0 = baseline;
+// the CPU's best, capped by DECONV_EXT_CPU_ISA. cpu_isa_available(l): whether this CPU has level l.
+int isa_level();
+bool cpu_isa_available(int level);
+const char* isa_name(int level);
+
 // at::parallel_for with dynamic scheduling: the threads take chunks of `grain` tasks from a shared
 // counter, so a thread that the OS deschedules (cores shared with other processes) delays the call by
 // about one chunk instead of its whole static share. Which thread runs a task does not change what
@@ -55,9 +76,9 @@ inline void parallel_tasks(int64_t tasks, int64_t grain_size, const F& f) {
 }
 
 void direct_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
-                    at::Tensor& y);
-void direct_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, at::Tensor& gx);
-void direct_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, at::Tensor& gw);
+                    const at::Tensor& y);
+void direct_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx);
+void direct_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw);
 
 // gy (N*C_out*H_out rows of W_out) split into its sW column phases, zero outside the image:
 // out[row][r][j] = gy[row][sW*j + r - pW] for j < Wd (float or double). Then the gy values a tap kw
@@ -66,9 +87,9 @@ void direct_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::T
 at::Tensor deinterleave_columns(const ConvT2dShape& s, const at::Tensor& gy, int64_t Wd);
 
 void gemm_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
-                  at::Tensor& y);
-void gemm_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, at::Tensor& gx);
-void gemm_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, at::Tensor& gw);
+                  const at::Tensor& y);
+void gemm_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx);
+void gemm_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw);
 
 }  // namespace cpu
 }  // namespace deconv_ext

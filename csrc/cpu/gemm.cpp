@@ -125,7 +125,7 @@ void col2im_add(const ConvT2dShape& s, const at::Tensor& z, int64_t g, const Chu
 }
 
 template <typename scalar_t>
-void forward_impl(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, at::Tensor& y) {
+void forward_impl(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, const at::Tensor& y) {
   const int64_t cig = s.cin_per_group(), cog = s.cout_per_group(), kk = s.kH * s.kW, plane = s.H_out * s.W_out;
   scalar_t* yp = y.mutable_data_ptr<scalar_t>();
   const scalar_t* bp = b.defined() ? b.const_data_ptr<scalar_t>() : nullptr;
@@ -142,7 +142,7 @@ void forward_impl(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& 
 }
 
 template <typename scalar_t>
-void grad_input_impl(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, at::Tensor& gx) {
+void grad_input_impl(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx) {
   const int64_t cig = s.cin_per_group(), cog = s.cout_per_group(), kk = s.kH * s.kW;
   const int64_t Wd = s.W_in + (s.kW - 1) * s.dW / s.sW;
   const auto gyd = deinterleave_columns(s, gy, Wd);
@@ -159,7 +159,7 @@ void grad_input_impl(const ConvT2dShape& s, const at::Tensor& gy, const at::Tens
 }
 
 template <typename scalar_t>
-void grad_weight_impl(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, at::Tensor& gw) {
+void grad_weight_impl(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw) {
   const int64_t cig = s.cin_per_group(), cog = s.cout_per_group(), kk = s.kH * s.kW;
   const int64_t Wd = s.W_in + (s.kW - 1) * s.dW / s.sW;
   const auto gyd = deinterleave_columns(s, gy, Wd);
@@ -183,15 +183,15 @@ at::Tensor deinterleave_columns(const ConvT2dShape& s, const at::Tensor& gy, int
   return out;
 }
 
-void gemm_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, at::Tensor& y) {
+void gemm_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, const at::Tensor& y) {
   if (x.scalar_type() == at::kDouble) return forward_impl<double>(s, x, w, b, y);
   forward_impl<float>(s, x, w, b, y);
 }
-void gemm_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, at::Tensor& gx) {
+void gemm_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx) {
   if (gy.scalar_type() == at::kDouble) return grad_input_impl<double>(s, gy, w, gx);
   grad_input_impl<float>(s, gy, w, gx);
 }
-void gemm_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, at::Tensor& gw) {
+void gemm_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw) {
   if (x.scalar_type() == at::kDouble) return grad_weight_impl<double>(s, gy, x, gw);
   grad_weight_impl<float>(s, gy, x, gw);
 }

@@ -1,4 +1,5 @@
-// Small launch helpers shared by the CUDA kernel files (device code only; no ATen beyond Tensor).
+// Helpers shared by the CUDA kernel files: host-side launch arithmetic (index width, grid size) and
+// device-side fixed-order reductions. No ATen beyond Tensor.
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -1,7 +1,8 @@
-// Host-side launchers of the CUDA kernels, one per op, defined in the .cu file of the same name
-// (split so that ninja compiles the dtype x index-width instantiations of each op in parallel).
-// Callers (conv_transpose2d.cu) have already checked the arguments, made every tensor contiguous
-// NCHW, allocated the result, set the device guard and returned early on empty results.
+// Host-side launchers of the CUDA kernels, one per op: launch_forward in forward.cu, launch_grad_input in
+// grad_input.cu, launch_grad_weight and launch_grad_bias in grad_weight.cu (split so that ninja compiles
+// the dtype x index-width instantiations in parallel). They are the CUDA backend's Launchers
+// (conv_transpose2d.cu), so the entry layer (csrc/conv_transpose2d.h) has already checked the arguments,
+// made every tensor contiguous NCHW, allocated the result, set the device guard and handled empty results.
 #pragma once
 
 #include <ATen/core/Tensor.h>
