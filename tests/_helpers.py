@@ -1,17 +1,12 @@
-"""Reference comparisons shared by the tests: deconv_ext against F.conv_transpose2d."""
+"""Test helpers on top of deconv_ext.testing (the one case type and the one comparison with PyTorch)."""
 import torch
-import torch.nn.functional as F
 
 import deconv_ext
-
-TOL = {
-    torch.float64: dict(rtol=1e-9, atol=1e-9),
-    torch.float32: dict(rtol=1e-4, atol=1e-4),
-}
+from deconv_ext.testing import Reference
 
 
 def make_case(n, cin, cout_g, h, w, k, groups=1, bias=True, dtype=torch.float64, device="cpu"):
-    """Input, weight, bias for a transposed convolution; k is an int or (kH, kW)."""
+    """Input, weight, bias for a transposed convolution; k is an int or (kH, kW); cin and cout_g per group."""
     kh, kw = (k, k) if isinstance(k, int) else k
     x = torch.randn(n, cin * groups, h, w, dtype=dtype, device=device)
     wt = torch.randn(cin * groups, cout_g, kh, kw, dtype=dtype, device=device)
@@ -30,13 +25,16 @@ def forward_and_grads(fn, x, w, b, gy=None, **params):
     return y, grads, gy
 
 
-def check_against_torch(x, w, b, tol=None, **params):
-    """deconv_ext.conv_transpose2d equals F.conv_transpose2d: output, dtype, layout and every gradient."""
-    tol = tol or TOL[x.dtype]
-    ref, ref_grads, gy = forward_and_grads(F.conv_transpose2d, x, w, b, **params)
-    out, grads, _ = forward_and_grads(deconv_ext.conv_transpose2d, x, w, b, gy=gy, **params)
-    assert out.shape == ref.shape and out.dtype == ref.dtype
-    torch.testing.assert_close(out, ref, **tol)
-    for name, g, r in zip(("input", "weight", "bias"), grads, ref_grads):
-        torch.testing.assert_close(g, r, **tol, msg=lambda m, name=name: f"grad of {name}: {m}")
-    return out, ref
+def check_against_torch(x, w, b, **params):
+    """deconv_ext.conv_transpose2d through autograd equals F.conv_transpose2d: output (shape and dtype as F
+    gives them) and every gradient, within the tolerance rule of deconv_ext.testing.Reference."""
+    ref_out = torch.nn.functional.conv_transpose2d(x, w, b, **params)
+    out, grads, gy = forward_and_grads(deconv_ext.conv_transpose2d, x, w, b, **params)
+    assert out.shape == ref_out.shape and out.dtype == ref_out.dtype
+    batched = (lambda t: t.unsqueeze(0)) if x.dim() == 3 else (lambda t: t)
+    ref = Reference(batched(x), w, b, batched(gy), **params)
+    results = {"forward": batched(out), "grad_input": batched(grads[0]), "grad_weight": grads[1]}
+    if b is not None:
+        results["grad_bias"] = grads[2]
+    ref.check_all(results)
+    return out, ref_out

@@ -6,41 +6,16 @@ import torch
 import torch.nn.functional as F
 
 import deconv_ext
-from _helpers import check_against_torch, forward_and_grads, make_case
+from _helpers import check_against_torch, make_case
+from deconv_ext.testing import GRID
 
-# (n, cin per group, cout per group, h, w, k, params)
-GRID = [
-    (2, 3, 4, 5, 6, 3, dict()),
-    (2, 3, 4, 5, 6, 3, dict(stride=2, padding=1, output_padding=1)),
-    (1, 4, 2, 7, 5, (3, 5), dict(stride=(2, 3), padding=(1, 2), output_padding=(1, 0))),
-    (2, 2, 3, 4, 4, 3, dict(dilation=2, padding=1)),
-    (2, 2, 3, 4, 4, 3, dict(stride=2, dilation=(2, 3), output_padding=(1, 2))),  # output_padding < dilation
-    (1, 2, 2, 3, 3, 2, dict(stride=5)),  # stride larger than the kernel: gaps of zeros
-    (2, 3, 2, 1, 1, 3, dict(stride=2)),  # 1x1 input
-    (2, 1, 1, 6, 6, 1, dict(stride=3, output_padding=2)),  # 1x1 kernel
-    (2, 56, 1, 6, 7, 9, dict(stride=3, padding=4, output_padding=2)),  # FSRCNN last layer
-    (2, 4, 4, 4, 4, 4, dict(stride=2, padding=1)),  # DCGAN block
-    (2, 3, 3, 6, 6, 3, dict(padding=3)),  # padding eats part of the full output
-]
-GROUPED = [
-    (2, 2, 3, 5, 5, 3, dict(groups=2, stride=2)),
-    (2, 1, 1, 6, 5, 4, dict(groups=4, stride=2, padding=1)),  # depthwise
-    (1, 1, 2, 5, 5, 3, dict(groups=3, dilation=2, stride=(1, 2))),  # channel multiplier 2
-]
-
-
-def _case(spec, dtype, device, bias=True):
-    n, cin, cout, h, w, k, params = spec
-    groups = params.get("groups", 1)
-    return make_case(n, cin, cout, h, w, k, groups=groups, bias=bias, dtype=dtype, device=device), params
-
-
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("spec", GRID + GROUPED, ids=lambda s: str(s[-1]) + f"-k{s[5]}-c{s[1]}x{s[2]}")
-def test_matches_torch(spec, bias, dtype, device):
-    (x, w, b), params = _case(spec, dtype, device, bias)
-    check_against_torch(x, w, b, **params)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("case", GRID, ids=str)
+def test_matches_torch(case, bias, dtype, device):
+    """Through autograd, as users call it: output and the three gradients (deconv_ext.testing.GRID)."""
+    x, w, b, _ = case.replace(bias=bias).tensors(dtype, device=device, seed=0)
+    check_against_torch(x, w, b, **case.params)
 
 
 @pytest.mark.parametrize("layout", ["channels_last_input", "channels_last_weight", "channels_last_both",
@@ -134,27 +109,3 @@ def test_random_configurations(device):
             continue
         check_against_torch(x, w, b, **params)
         checked += 1
-
-
-def test_deterministic_and_thread_independent():
-    x, w, b = make_case(2, 8, 3, 17, 19, 5, dtype=torch.float32)
-    params = dict(stride=3, padding=2, output_padding=1)
-    threads = torch.get_num_threads()
-    results = []
-    try:
-        for n in (1, max(2, threads)):
-            torch.set_num_threads(n)
-            results.append([forward_and_grads_flat(x, w, b, params) for _ in range(2)])
-    finally:
-        torch.set_num_threads(threads)
-    for run in results:
-        for a, c in zip(*run):
-            assert torch.equal(a, c)  # run to run: bitwise
-    for a, c in zip(results[0][0], results[1][0]):
-        torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-4)  # across thread counts: float tolerance (BLAS blocking)
-
-
-def forward_and_grads_flat(x, w, b, params):
-    torch.manual_seed(5)
-    y, grads, _ = forward_and_grads(deconv_ext.conv_transpose2d, x, w, b, **params)
-    return [y, *grads]
