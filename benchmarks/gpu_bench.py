@@ -22,22 +22,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import deconv_ext  # noqa: E402
+from deconv_ext.testing import BENCH, BENCH_QUICK  # noqa: E402
 
-# name: (input shape N, C_in, H, W), C_out, kernel, stride, padding, output_padding, groups
-SHAPES = {
-    "fsrcnn_last_1x56x256": ((1, 56, 256, 256), 1, 9, 3, 4, 2, 1),
-    "fsrcnn_last_16x56x64": ((16, 56, 64, 64), 1, 9, 3, 4, 2, 1),
-    "dcgan_512_256_8x8": ((16, 512, 8, 8), 256, 4, 2, 1, 0, 1),
-    "dcgan_128_64_32x32": ((16, 128, 32, 32), 64, 4, 2, 1, 0, 1),
-    "dcgan_64_3_64x64": ((16, 64, 64, 64), 3, 4, 2, 1, 0, 1),
-    "unet_k2s2_256_128": ((8, 256, 32, 32), 128, 2, 2, 0, 0, 1),
-    "depthwise_64_k4s2": ((16, 64, 64, 64), 64, 4, 2, 1, 0, 64),
-}
-QUICK_CPU_SHAPES = {  # --device cpu: small versions, so the dry run takes seconds
-    "fsrcnn_last_small": ((1, 56, 32, 32), 1, 9, 3, 4, 2, 1),
-    "dcgan_small": ((2, 64, 8, 8), 32, 4, 2, 1, 0, 1),
-    "depthwise_small": ((2, 16, 16, 16), 16, 4, 2, 1, 0, 16),
-}
+# The benchmark shapes of deconv_ext.testing (the same list `deconv-ext bench` times); tiny ones for the
+# CPU dry run.
+SHAPES = BENCH
+QUICK_CPU_SHAPES = BENCH_QUICK
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -67,13 +57,10 @@ def median_ms(fn, time_ms, warmup, reps, budget_ms):
     return statistics.median([first] + [time_ms(fn) for _ in range(reps - 1)])
 
 
-def make_case(spec, dtype, device):
-    (N, cin, H, W), cout, k, s, p, op, g = spec
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(N, cin, H, W, generator=gen).to(device, dtype)
-    w = (torch.randn(cin, cout // g, k, k, generator=gen) / math.sqrt(cin // g * k * k)).to(device, dtype)
-    b = torch.randn(cout, generator=gen).to(device, dtype)
-    return x, w, b, dict(stride=s, padding=p, output_padding=op, groups=g)
+def make_case(case, dtype, device):
+    fan_in = case.C_in // case.groups * case.kernel[0] * case.kernel[1]
+    x, w, b, _ = case.tensors(dtype, device=device, seed=0, weight_scale=1 / math.sqrt(fan_in))
+    return x, w, b, case.params
 
 
 def run(args):
@@ -87,10 +74,11 @@ def run(args):
     warmup, reps, budget = (3, 10, 100.0) if args.quick else (5, 30, 300.0)
     impls = {"deconv_ext": deconv_ext.conv_transpose2d, "reference": F.conv_transpose2d}
     rows = []
-    for name, spec in shapes.items():
+    for case in shapes:
+        name = case.name
         for dname in args.dtypes:
             dtype = DTYPES[dname]
-            x, w, b, kw = make_case(spec, dtype, device)
+            x, w, b, kw = make_case(case, dtype, device)
             gy = torch.randn_like(impls["reference"](x, w, b, **kw))
             xg, wg, bg = (t.detach().requires_grad_(True) for t in (x, w, b))
             row = {"shape": name, "dtype": dname}

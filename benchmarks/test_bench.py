@@ -11,7 +11,7 @@ from deconv_ext import bench
 
 pytest.importorskip("pytest_benchmark")
 
-SHAPES = {s[0]: s for s in bench.SHAPES}
+SHAPES = {s.name: s for s in bench.SHAPES}
 REPRESENTATIVE = ["fsrcnn_x3", "fsrcnn_rgb_x2", "dcgan_128_64", "depthwise"]
 
 
@@ -21,5 +21,5 @@ REPRESENTATIVE = ["fsrcnn_x3", "fsrcnn_rgb_x2", "dcgan_128_64", "depthwise"]
 def test_conv_transpose2d(benchmark, shape, impl, mode):
     fn = bench._implementations()[impl]
     call, prepare = bench._callable(fn, SHAPES[shape], mode, "cpu")
-    benchmark.extra_info["gflop"] = bench._flops(SHAPES[shape]) * (3 if mode == "fwdbwd" else 1) / 1e9
+    benchmark.extra_info["gflop"] = SHAPES[shape].flops() * (3 if mode == "fwdbwd" else 1) / 1e9
     benchmark(call)

@@ -3,7 +3,7 @@
 setup.py loads this file by path (the package cannot be imported before its library exists), so it imports
 nothing outside the standard library at module level. At build time setup.py writes the record,
 deconv_ext/_build_info.py, beside the compiled deconv_ext/_C library: every build writes both, so an
-importable library always has its record. deconv_ext/__init__.py calls check_torch() before the library
+importable library always has its record. deconv_ext/__init__.py calls check_installed_torch() before the library
 loads, so a build for another torch fails with a message instead of an undefined-symbol error.
 """
 import re

@@ -27,61 +27,16 @@ import time
 import torch
 import torch.nn.functional as F
 
-# name, group, (N, C_in, C_out, H, W), kernel, stride, padding, output_padding, groups, dilation
-# Group "sr" are the super-resolution shapes with the >= 5x forward / >= 3x forward+backward target.
-SHAPES = [
-    # FSRCNN last layer (d=56 -> 1, k9, stride=scale, padding 4, output_padding scale-1), 256x256 LR input
-    ("fsrcnn_x2", "sr", (1, 56, 1, 256, 256), 9, 2, 4, 1, 1, 1),
-    ("fsrcnn_x3", "sr", (1, 56, 1, 256, 256), 9, 3, 4, 2, 1, 1),
-    ("fsrcnn_x4", "sr", (1, 56, 1, 192, 192), 9, 4, 4, 3, 1, 1),
-    # FSRCNN-s (d=32), and a training-style batch of small patches
-    ("fsrcnn_s_x2", "sr", (1, 32, 1, 256, 256), 9, 2, 4, 1, 1, 1),
-    ("fsrcnn_s_x3", "sr", (1, 32, 1, 256, 256), 9, 3, 4, 2, 1, 1),
-    ("fsrcnn_s_x4", "sr", (1, 32, 1, 192, 192), 9, 4, 4, 3, 1, 1),
-    ("fsrcnn_x3_b16", "sr", (16, 56, 1, 48, 48), 9, 3, 4, 2, 1, 1),
-    ("fsrcnn_rgb_x2", "sr", (1, 64, 3, 128, 128), 9, 2, 4, 1, 1, 1),
-    # DCGAN generator layers (k4 s2 p1), batch 32
-    ("dcgan_512_256", "other", (32, 512, 256, 8, 8), 4, 2, 1, 0, 1, 1),
-    ("dcgan_128_64", "other", (32, 128, 64, 16, 16), 4, 2, 1, 0, 1, 1),
-    ("dcgan_64_3", "other", (32, 64, 3, 32, 32), 4, 2, 1, 0, 1, 1),
-    # U-Net style 2x upsampling (k2 s2)
-    ("unet_k2s2", "other", (4, 128, 64, 32, 32), 2, 2, 0, 0, 1, 1),
-    # 3x3 stride-1 transposed convolution
-    ("k3s1", "other", (4, 64, 64, 32, 32), 3, 1, 1, 0, 1, 1),
-    # depthwise k4 s2
-    ("depthwise", "other", (4, 64, 64, 64, 64), 4, 2, 1, 0, 64, 1),
-    # dilated k3 d2
-    ("dilated", "other", (4, 64, 64, 32, 32), 3, 1, 2, 0, 1, 2),
-]
+from .testing import BENCH as SHAPES, BENCH_MEMORY as MEMORY_CASE, BENCH_QUICK as QUICK_SHAPES  # noqa: E402
 
-# Tiny shapes for --quick (a smoke test of the runner, not a measurement).
-QUICK_SHAPES = [
-    ("fsrcnn_x3", "sr", (1, 8, 1, 12, 12), 9, 3, 4, 2, 1, 1),
-    ("dcgan_128_64", "other", (2, 16, 8, 4, 4), 4, 2, 1, 0, 1, 1),
-    ("depthwise", "other", (2, 4, 4, 8, 8), 4, 2, 1, 0, 4, 1),
-]
-
+# The shapes (deconv_ext.testing.BENCH, shared with benchmarks/gpu_bench.py): group "sr" are the
+# super-resolution last layers with the >= 5x forward / >= 3x forward+backward target.
 MODES = ("fwd", "bwd", "fwdbwd")
-MEMORY_CASE = ("fsrcnn_x3_large", "sr", (1, 56, 1, 512, 512), 9, 3, 4, 2, 1, 1)
 
 
-def _flops(shape):
-    _, _, (n, cin, cout, h, w), k, *_, groups, _ = shape
-    return 2.0 * n * cin * (cout // groups) * k * k * h * w
-
-
-def _make(shape, device, requires_grad):
-    _, _, (n, cin, cout, h, w), k, *_, groups, _ = shape
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(n, cin, h, w, generator=g).to(device).requires_grad_(requires_grad)
-    wt = (torch.randn(cin, cout // groups, k, k, generator=g) * 0.1).to(device).requires_grad_(requires_grad)
-    b = torch.randn(cout, generator=g).to(device).requires_grad_(requires_grad)
-    return x, wt, b
-
-
-def _params(shape):
-    _, _, _, _, stride, padding, output_padding, groups, dilation = shape
-    return stride, padding, output_padding, groups, dilation
+def _make(case, device, requires_grad):
+    x, w, b, _ = case.tensors(torch.float32, device=device, seed=0, weight_scale=0.1)
+    return tuple(t.requires_grad_(requires_grad) for t in (x, w, b))
 
 
 def _implementations():
@@ -91,23 +46,23 @@ def _implementations():
 
 
 def _callable(fn, shape, mode, device):
-    params = _params(shape)
+    params = shape.params
     x, w, b = _make(shape, device, mode != "fwd")
     if mode == "fwd":
         def call():
             with torch.no_grad():
-                fn(x, w, b, *params)
+                fn(x, w, b, **params)
         return call, None
     if mode == "fwdbwd":
         def call():
-            y = fn(x, w, b, *params)
+            y = fn(x, w, b, **params)
             torch.autograd.grad(y, (x, w, b), torch.ones_like(y))
         return call, None
 
     state = {}
 
     def prepare():  # untimed: a fresh graph for the next backward
-        state["y"] = fn(x, w, b, *params)
+        state["y"] = fn(x, w, b, **params)
         state["gy"] = torch.ones_like(state["y"])
 
     def call():
@@ -141,16 +96,16 @@ from deconv_ext import bench
 impl, device, threads = {impl!r}, {device!r}, {threads}
 torch.set_num_threads(threads)
 fn = bench._implementations()[impl]
-shape = {shape!r}
-params = bench._params(shape)
-tiny = (shape[0], shape[1], (1, shape[2][1], shape[2][2], 4, 4)) + tuple(shape[3:])
+shape = bench.MEMORY_CASE
+params = shape.params
+tiny = shape.replace(N=1, H=4, W=4)
 with torch.no_grad():
-    fn(*bench._make(tiny, device, False), *params)  # load libraries, prime the allocator
+    fn(*bench._make(tiny, device, False), **params)  # load libraries, prime the allocator
     x, w, b = bench._make(shape, device, False)
     if device.startswith("cuda"):
         torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
-        y = fn(x, w, b, *params); torch.cuda.synchronize()
+        y = fn(x, w, b, **params); torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() - before
     else:
         def status(key):
@@ -160,7 +115,7 @@ with torch.no_grad():
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset the peak (VmHWM) to the current resident set size
         before = status("VmRSS")
-        y = fn(x, w, b, *params)
+        y = fn(x, w, b, **params)
         peak = status("VmHWM") - before
 print(json.dumps({{"peak_bytes": peak, "output_bytes": y.numel() * y.element_size(),
                   "input_bytes": x.numel() * x.element_size()}}))
@@ -171,7 +126,8 @@ def measure_memory(shape, device, threads):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = {}
     for impl in _implementations():
-        code = _MEMORY_CHILD.format(root=root, impl=impl, device=device, threads=threads, shape=shape)
+        assert shape == MEMORY_CASE, "the child process measures MEMORY_CASE"
+        code = _MEMORY_CHILD.format(root=root, impl=impl, device=device, threads=threads)
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
         if proc.returncode != 0:
             raise RuntimeError(f"memory measurement for {impl} failed:\n{proc.stderr}")
@@ -207,7 +163,7 @@ def run(args):
     repeat = 2 if args.quick else args.repeat
     if args.shapes:
         keys = [k.strip() for k in args.shapes.split(",") if k.strip()]
-        shapes = [s for s in shapes if any(k in s[0] for k in keys)]
+        shapes = [s for s in shapes if any(k in s.name for k in keys)]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     bad = [m for m in modes if m not in MODES]
     if bad or not shapes:
@@ -221,12 +177,12 @@ def run(args):
     for shape in shapes:
         for mode in modes:
             t = time_shape(shape, mode, device, repeat)
-            flops = _flops(shape) * {"fwd": 1, "bwd": 2, "fwdbwd": 3}[mode]
-            row = {"shape": shape[0], "group": shape[1], "mode": mode, "ms_ours": t["deconv_ext"] * 1e3,
+            flops = shape.flops() * {"fwd": 1, "bwd": 2, "fwdbwd": 3}[mode]
+            row = {"shape": shape.name, "group": shape.group, "mode": mode, "ms_ours": t["deconv_ext"] * 1e3,
                    "ms_torch": t["torch"] * 1e3, "gflops_ours": flops / t["deconv_ext"] / 1e9,
                    "gflops_torch": flops / t["torch"] / 1e9, "speedup": t["torch"] / t["deconv_ext"]}
             rows.append(row)
-            print(f"{shape[0]:16s} {mode:7s} {row['ms_ours']:9.2f} {row['ms_torch']:9.2f} {row['gflops_ours']:9.1f} "
+            print(f"{shape.name:16s} {mode:7s} {row['ms_ours']:9.2f} {row['ms_torch']:9.2f} {row['gflops_ours']:9.1f} "
                   f"{row['gflops_torch']:10.1f} {row['speedup']:7.2f}x", flush=True)
 
     summary = {}
@@ -240,11 +196,12 @@ def run(args):
 
     memory = None
     if args.memory and not args.quick:
-        memory = {"shape": MEMORY_CASE[0], "dims": MEMORY_CASE[2],
+        memory = {"shape": MEMORY_CASE.name, "dims": (MEMORY_CASE.N, MEMORY_CASE.C_in, MEMORY_CASE.C_out,
+                                                  MEMORY_CASE.H, MEMORY_CASE.W),
                   "method": "peak RSS growth (VmHWM after reset - VmRSS) in a fresh subprocess" if device == "cpu"
                   else "torch.cuda.max_memory_allocated growth",
                   "results": measure_memory(MEMORY_CASE, device, torch.get_num_threads())}
-        print(f"\npeak memory, forward of {MEMORY_CASE[0]} {MEMORY_CASE[2]} ({memory['method']}):")
+        print(f"\npeak memory, forward of {MEMORY_CASE.name} {memory['dims']} ({memory['method']}):")
         for impl, m in memory["results"].items():
             print(f"  {impl:11s} {m['peak_bytes'] / 2**20:8.1f} MiB  (output {m['output_bytes'] / 2**20:.1f} MiB, "
                   f"input {m['input_bytes'] / 2**20:.1f} MiB)")

@@ -8,7 +8,7 @@ def test_quick_bench_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert cli.main(["bench", "--quick", "--threads", "1", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
-    assert {r["shape"] for r in data["results"]} == {s[0] for s in bench.QUICK_SHAPES}
+    assert {r["shape"] for r in data["results"]} == {s.name for s in bench.QUICK_SHAPES}
     assert {r["mode"] for r in data["results"]} == set(bench.MODES)
     for r in data["results"]:
         assert r["ms_ours"] > 0 and r["ms_torch"] > 0 and r["speedup"] > 0

@@ -82,10 +82,17 @@ def test_bad_arguments_direct_op_calls():
 
 
 def test_errors_under_meta_and_compile():
-    """Fake-tensor tracing raises the same message (the meta kernels share the checks)."""
+    """Meta tensors and torch.compile tracing (fake tensors) raise the same message: the meta kernels
+    share the checks."""
     x, w, b = _args("meta")
     with pytest.raises(RuntimeError, match=r"bias to have 3 elements"):
         deconv_ext.conv_transpose2d(x, w, b[:1])
+    torch._dynamo.reset()
+    compiled = torch.compile(deconv_ext.conv_transpose2d, backend="aot_eager", fullgraph=True)
+    x, w, b = _args("cpu")
+    with pytest.raises(Exception, match=r"bias to have 3 elements \(out_channels = weight.size\(1\) \* groups\), got 1"):
+        compiled(x, w, b[:1])
+    assert compiled(x, w, b).shape == (2, 3, 7, 7)  # the same compiled function works on good input
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
