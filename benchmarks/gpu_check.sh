@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One-call GPU check of deconv_ext: build for the local GPU, run the whole test suite (which then
+# One-call GPU check of deconv_ext: build for the local GPU, run the test suite but the wheel builds (which then
 # runs on CUDA too), compute-sanitizer memcheck and racecheck, bitwise determinism, and a benchmark
 # against F.conv_transpose2d (cuDNN). Needs: a CUDA GPU, nvcc, ninja, pytest, compute-sanitizer;
 # no network. Every step runs (a failure is recorded, not fatal); the exit status is 0 only if
