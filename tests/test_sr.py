@@ -182,6 +182,28 @@ def test_pretrained_beats_bicubic(scale):
     assert m["psnr"] > m["bicubic_psnr"] + 0.3 and m["ssim"] > m["bicubic_ssim"]
 
 
+def test_load_checkpoint_plain_training_and_init(tmp_path):
+    src = sr.FSRCNN(3, *sr.PRESETS["fsrcnn-s"])
+    torch.save(src.state_dict(), tmp_path / "plain.pt")
+    torch.save({"model": src.state_dict(), "optimizer": {}, "args": {"scale": 3}}, tmp_path / "ckpt.pt")
+    for name in ("plain.pt", "ckpt.pt"):  # one loader unwraps both
+        model = sr.load_model(tmp_path / name, 3, "fsrcnn-s")
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), src.state_dict().values()))
+    x2 = sr.FSRCNN(2, *sr.PRESETS["fsrcnn-s"])
+    fresh_deconv = x2.deconv.weight.clone()
+    assert sr.load_checkpoint(tmp_path / "ckpt.pt", x2, init=True)["args"] == {"scale": 3}  # another scale: init
+    assert torch.equal(x2.body[0].weight, src.body[0].weight) and torch.equal(x2.deconv.weight, fresh_deconv)
+    with pytest.raises(sr.infer.CheckpointError, match=r"ckpt\.pt: a checkpoint for scale x3, not x2"):
+        sr.load_checkpoint(tmp_path / "ckpt.pt", x2)
+    with pytest.raises(sr.infer.CheckpointError, match=r"plain\.pt: FSRCNN weights of --preset fsrcnn-s"):
+        sr.load_model(tmp_path / "plain.pt", 3, "fsrcnn")
+    with pytest.raises(sr.infer.CheckpointError, match=r"plain\.pt: weights only"):
+        sr.load_checkpoint(tmp_path / "plain.pt", sr.FSRCNN(3, *sr.PRESETS["fsrcnn-s"]), resume=True)
+    torch.save({"conv.weight": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(sr.infer.CheckpointError, match=r"other\.pt: not FSRCNN weights"):
+        sr.load_model(tmp_path / "other.pt", 2)
+
+
 def test_pretrained_unknown_scale():
     with pytest.raises(ValueError, match="scale"):
         sr.pretrained(5)

@@ -6,7 +6,7 @@
 Images are processed in BT.601 YCbCr (MATLAB rgb2ycbcr convention, Y in [16, 235] / 255): Y goes through
 the network, Cb and Cr through bicubic. Command line: `deconv-ext sr train|eval|upscale`.
 """
-from .infer import load_model, pretrained, upscale
+from .infer import load_checkpoint, load_model, pretrained, upscale
 from .model import FSRCNN, PRESETS
 
-__all__ = ["FSRCNN", "PRESETS", "pretrained", "upscale", "load_model"]
+__all__ = ["FSRCNN", "PRESETS", "pretrained", "upscale", "load_model", "load_checkpoint"]

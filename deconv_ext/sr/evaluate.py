@@ -3,10 +3,10 @@ every border, PSNR and SSIM from skimage.metrics on the model output and on bicu
 import json
 
 import numpy as np
-import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from . import data as srdata
+from .infer import upscale_y
 
 
 def _shave(a, scale):
@@ -25,18 +25,10 @@ def ssim_y(pred, ref, scale):
                                        _shave(pred, scale).astype(np.float64), data_range=1.0))
 
 
-@torch.no_grad()
-def super_resolve_y(model, lr_y, device=None):
-    """LR Y plane (float, / 255) -> model's Y plane, clipped to [0, 1]."""
-    device = device or next(model.parameters()).device
-    x = torch.from_numpy(np.ascontiguousarray(lr_y, dtype=np.float32))[None, None].to(device)
-    return model(x).float().clamp_(0, 1)[0, 0].cpu().numpy()
-
-
-def evaluate_image(model, img, scale, device=None):
+def evaluate_image(model, img, scale):
     """PIL HR image -> dict of PSNR/SSIM for the model and for bicubic (Y, shave = scale)."""
     hr, lr = srdata.make_pair(img, scale)
-    sr = super_resolve_y(model, lr, device)
+    sr = upscale_y(model, lr, tile=0)
     bic = np.clip(srdata.bicubic_upscale(lr, scale), 0, 1)
     return {"psnr": psnr_y(sr, hr, scale), "ssim": ssim_y(sr, hr, scale),
             "bicubic_psnr": psnr_y(bic, hr, scale), "bicubic_ssim": ssim_y(bic, hr, scale),
@@ -44,9 +36,12 @@ def evaluate_image(model, img, scale, device=None):
 
 
 def evaluate(model, images, scale, device=None):
-    """images: list of (name, PIL image). Returns {"scale", "images": {name: metrics}, "mean": metrics}."""
+    """images: list of (name, PIL image). Returns {"scale", "images": {name: metrics}, "mean": metrics}.
+    device: move the model there first (default: where it is)."""
+    if device is not None:
+        model = model.to(device)
     model.eval()
-    per = {name: evaluate_image(model, img, scale, device) for name, img in images}
+    per = {name: evaluate_image(model, img, scale) for name, img in images}
     keys = ("psnr", "ssim", "bicubic_psnr", "bicubic_ssim")
     mean = {k: float(np.mean([m[k] for m in per.values()])) for k in keys}
     for m in list(per.values()) + [mean]:
@@ -68,3 +63,4 @@ def format_table(result):
 def write_json(result, path):
     with open(path, "w") as f:
         json.dump(result, f, indent=2, sort_keys=True)
+
