@@ -118,8 +118,16 @@ def test_evaluate_smooth_image():
 
 
 # ---- training ----------------------------------------------------------------------------------------
-def test_tiny_training_lowers_loss():
+@pytest.fixture
+def one_thread():
+    """torch.set_num_threads(1) for one test; the thread count is process-wide, so it is put back after."""
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_tiny_training_lowers_loss(one_thread):
     model = sr.FSRCNN(2, *sr.PRESETS["fsrcnn-s"])
     sampler = srdata.PatchSampler([srdata.skimage_image("astronaut")], 2, 8, seed=0)
     lr, hr = (torch.from_numpy(a) for a in sampler.sample(16))
