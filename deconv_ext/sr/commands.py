@@ -1,14 +1,13 @@
 """The eval and upscale actions of `deconv-ext sr` (train lives in train.py)."""
 import os
 
-from PIL import Image
-
 from . import data as srdata
-from .evaluate import evaluate, format_table, write_json
+from .evaluate import comparison, evaluate, format_table, write_json
 from .infer import load_model, pretrained, upscale
 
 # The bundled sample for `sr upscale` with no input: a held-out photograph (never trained on).
 SAMPLE_IMAGE = "chelsea"
+SAMPLE_ZOOM = 3
 
 
 def _model(args):
@@ -36,25 +35,16 @@ def run_eval(args):
     return 0
 
 
-def _side_by_side(scale, model, tile):
-    """bicubic | FSRCNN | original, from the held-out sample shrunk by `scale`."""
-    hr = srdata.crop_to_multiple(srdata.skimage_image(SAMPLE_IMAGE), scale)
-    lr = srdata.downscale(hr, scale)
-    sr = upscale(lr, scale, model=model, tile=tile)
-    bic = lr.resize(hr.size, Image.BICUBIC)
-    w, h = hr.size
-    canvas = Image.new("RGB", (3 * w, h))
-    for k, im in enumerate((bic, sr, hr)):
-        canvas.paste(im, (k * w, 0))
-    return canvas
-
-
 def run_upscale(args):
     model = _model(args)
     if args.input is None:
         out = args.output or f"sr_sample_x{args.scale}.png"
-        _side_by_side(args.scale, model, args.tile).save(out)
-        print(f"wrote {out} (bicubic | FSRCNN | original; {SAMPLE_IMAGE} shrunk x{args.scale})")
+        image, m = comparison(model, srdata.skimage_image(SAMPLE_IMAGE), args.scale, tile=args.tile, zoom=SAMPLE_ZOOM)
+        image.save(out)
+        print(f"wrote {out}: bicubic | FSRCNN x{args.scale} | original ({SAMPLE_IMAGE} shrunk x{args.scale}), labelled "
+              f"with Y-PSNR, with a {SAMPLE_ZOOM}x zoom of the most detailed area below")
+        print(f"Y-PSNR against the original: bicubic {m['bicubic_psnr']:.2f} dB, FSRCNN {m['psnr']:.2f} dB "
+              f"({m['psnr'] - m['bicubic_psnr']:+.2f} dB)")
         return 0
     if os.path.isdir(args.input):
         out_dir = args.output or "sr_out"
