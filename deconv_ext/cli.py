@@ -51,11 +51,25 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _unavailable(error):
+    """run() of a subcommand whose module cannot be imported (an optional extra not installed)."""
+    def run(args):
+        raise CommandError(str(error)) from error
+    return run
+
+
 def build_parser():
     parser = Parser(prog="deconv-ext", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
-        module = importlib.import_module(module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as e:  # e.g. `sr` without deconv_ext[sr]: the other commands still work
+            p = sub.add_parser(name, help=f"{help_text} (not available here: run it to see why)",
+                               description=f"{help_text}. Not available here: {e}")
+            p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+            p.set_defaults(_run=_unavailable(e))
+            continue
         p = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)

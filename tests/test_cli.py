@@ -1,7 +1,7 @@
 """The `deconv-ext` command meets bad input with one line on stderr and an exit status (2: bad usage, 1: a failed
 job), keeps going through a folder past broken files, never leaves a partial output, shows progress only on a
-terminal. Run through the entry point (deconv_ext.cli.main in this process; a subprocess where the process
-itself matters); images are tiny."""
+terminal, and works without the super-resolution extra for everything but `sr`. Run through the entry point
+(deconv_ext.cli.main in this process; a subprocess where the process itself matters); images are tiny."""
 import os
 import subprocess
 import sys
@@ -302,3 +302,24 @@ def test_train_bad_checkpoints(capsys, tmp_path):
     assert _train(capsys, tmp_path, "--data", "photos", "--init", x3)[0] == 0
     assert os.path.exists("run/fsrcnn_x2.pt")
 
+
+# ---- without the sr extra ----------------------------------------------------------------------------
+def test_without_the_sr_extra():
+    script = (
+        "import sys\n"
+        "sys.modules['skimage'] = None  # as if scikit-image were not installed\n"
+        "import deconv_ext\n"
+        "from deconv_ext import cli\n"
+        "assert 'PIL.Image' not in sys.modules  # the op needs none of the app's packages (torch loads tqdm)\n"
+        "try:\n"
+        "    import deconv_ext.sr\n"
+        "except ImportError as e:\n"
+        "    print('IMPORT:', e)\n"
+        "print('SR:', cli.main(['sr', 'upscale', '-i', 'x.png']))\n"
+        "print('INFO:', cli.main(['info', '--json']))\n")
+    res = subprocess.run([sys.executable, "-c", script], env=ENV, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    [imp] = [line for line in res.stdout.splitlines() if line.startswith("IMPORT:")]
+    assert "scikit-image" in imp and 'pip install "deconv_ext[sr]"' in imp
+    assert "SR: 1" in res.stdout and "INFO: 0" in res.stdout
+    assert res.stderr.count("deconv-ext: error:") == 1 and "scikit-image" in res.stderr
