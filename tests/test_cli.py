@@ -228,6 +228,23 @@ def test_bad_option_is_one_line():
     assert res.returncode == 2 and res.stderr == "deconv-ext: error: missing.jpg: no such file or folder; check -i\n"
 
 
+# ---- every command -----------------------------------------------------------------------------------
+def test_bench_unwritable_json_and_unexpected_errors(capsys, monkeypatch):
+    open("blocker", "w").close()
+    status, _, err = _run(capsys, "bench", "--quick", "--shapes", "fsrcnn_x3", "--modes", "fwd", "--json",
+                          "blocker/b.json")
+    line = _one_error_line(err)
+    assert status == 1 and "blocker/b.json" in line
+    status, _, err = _run(capsys, "bench", "--quick", "--shapes", "no-such-shape")
+    assert status == 2 and "no shape matches" in _one_error_line(err)
+    from deconv_ext import info
+
+    monkeypatch.setattr(info, "collect", lambda: 1 / 0)  # a bug: still one line, pointing at --debug
+    status, _, err = _run(capsys, "info")
+    line = _one_error_line(err)
+    assert status == 1 and "unexpected ZeroDivisionError" in line and "--debug" in line
+
+
 # ---- eval --------------------------------------------------------------------------------------------
 def _save_weights(path, scale=2, preset="fsrcnn", checkpoint=False):
     state = FSRCNN(scale, *PRESETS[preset]).state_dict()
