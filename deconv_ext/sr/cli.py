@@ -149,9 +149,10 @@ def _save_image(img, path):
 
 
 def _model(args):
+    device = None if args.device == "auto" else args.device  # None: cuda if available, as train's "auto"
     if args.weights:
         try:
-            return load_model(args.weights, args.scale, args.preset, args.device)
+            return load_model(args.weights, args.scale, args.preset, device)
         except CheckpointError as e:
             raise UsageError(f"{e} (--weights)") from e
     if args.preset != "fsrcnn":
@@ -159,7 +160,7 @@ def _model(args):
                          f"pass --weights PT, e.g. fsrcnn_x{args.scale}.pt written by "
                          f"`deconv-ext sr train --preset {args.preset} --scale {args.scale}`")
     try:
-        return pretrained(args.scale, args.device)
+        return pretrained(args.scale, device)
     except (ValueError, CheckpointError) as e:  # a shipped file missing or damaged in this installation
         raise CommandError(f"{e}; reinstall deconv_ext, or pass --weights PT") from e
 
