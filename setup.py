@@ -156,6 +156,9 @@ setup(
     cmdclass={"build_ext": BuildExtensionWithInfo.with_options(use_ninja=True)},
     options={"bdist_wheel": {"py_limited_api": f"cp3{LIMITED_API_MINOR}"}},
     python_requires=f">=3.{LIMITED_API_MINOR}",
-    install_requires=["torch", "numpy", "pillow", "scikit-image", "tqdm"],
+    install_requires=["torch", "numpy"],
+    # The super-resolution app (deconv_ext.sr, `deconv-ext sr`): pip install "deconv_ext[sr]". Keep in step with
+    # deconv_ext/sr/__init__.py's REQUIRES, which names what is missing.
+    extras_require={"sr": ["pillow", "scikit-image", "tqdm"]},
     entry_points={"console_scripts": ["deconv-ext = deconv_ext.cli:main"]},
 )

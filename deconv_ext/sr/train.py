@@ -11,6 +11,7 @@ import torch.distributed as dist
 from torch import nn
 
 from . import data as srdata
+from .infer import load_checkpoint, read_image, upscale_y
 from .model import FSRCNN, PRESETS
 
 
@@ -32,7 +33,7 @@ def _resolve_device(name, local_rank):
 
 def _load_training_images(data_dir):
     if data_dir:
-        return [srdata.load_image(p) for p in srdata.list_images(data_dir)]
+        return [read_image(p) for p in srdata.list_images(data_dir)]
     return [srdata.skimage_image(n) for n in srdata.TRAIN_IMAGES]
 
 
@@ -49,30 +50,11 @@ def _cosine(step, steps, final_frac):
     return final_frac + (1 - final_frac) * 0.5 * (1 + math.cos(math.pi * t))
 
 
-def load_init(model, path):
-    """Initialise from another FSRCNN state_dict or checkpoint (e.g. another scale). The deconvolution is scale-specific
-    and keeps its fresh N(0, 0.001) init; every other layer is copied (the paper's fine-tuning recipe)."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):  # a training checkpoint
-        state = state["model"]
-    state = {k: v for k, v in state.items() if not k.startswith("deconv.")}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or any(not k.startswith("deconv.") for k in missing):
-        raise ValueError(f"{path}: not an FSRCNN of the same size (missing {missing}, unexpected {unexpected})")
-
-
-@torch.no_grad()
-def heldout_psnr(model, pairs, device):
+def heldout_psnr(model, pairs):
     """Mean Y-PSNR (shave = scale) of the model on (HR Y, LR Y) pairs; cheap progress signal."""
     from .evaluate import psnr_y
 
-    scale = model.scale
-    vals = []
-    for hr, lr in pairs:
-        x = torch.from_numpy(lr)[None, None].to(device)
-        sr = model(x).float().clamp(0, 1)[0, 0].cpu().numpy()
-        vals.append(psnr_y(sr, hr, scale))
-    return float(np.mean(vals))
+    return float(np.mean([psnr_y(upscale_y(model, lr, tile=0), hr, model.scale) for hr, lr in pairs]))
 
 
 def train(args):
@@ -93,8 +75,8 @@ def train(args):
 
     torch.manual_seed(args.seed)  # same initial weights on every rank (DDP also broadcasts them)
     model = FSRCNN(args.scale, *PRESETS[args.preset]).to(device)
-    if args.init:
-        load_init(model, args.init)
+    if args.init:  # every layer but the scale-specific deconvolution (the paper's fine-tuning recipe)
+        load_checkpoint(args.init, model, init=True)
     opt = torch.optim.Adam(_param_groups(model, args.lr, args.deconv_lr_mult))
     use_amp = device.type == "cuda" and not args.no_amp
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -106,8 +88,7 @@ def train(args):
     step = origin = 0  # the cosine schedule runs from `origin` to args.steps
     if args.resume:
         path = latest if args.resume == "auto" else args.resume
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        model.load_state_dict(ckpt["model"])
+        ckpt = load_checkpoint(path, model, resume=True)
         opt.load_state_dict(ckpt["optimizer"])
         for group, fresh in zip(opt.param_groups, _param_groups(model, args.lr, args.deconv_lr_mult)):
             group["base_lr"] = fresh["base_lr"]  # the command line's --lr / --deconv-lr-mult win over the saved ones
@@ -179,7 +160,7 @@ def train(args):
                   f"elapsed {time.time() - t0:.0f}s"
             if heldout and (step % args.eval_every == 0 or last):
                 model.eval()
-                msg += f" heldout_psnr {heldout_psnr(model, heldout, device):.3f}"
+                msg += f" heldout_psnr {heldout_psnr(model, heldout):.3f}"
                 model.train()
             say(msg)
             run_loss, run_n = 0.0, 0
