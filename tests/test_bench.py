@@ -1,7 +1,17 @@
 """Smoke test of the benchmark runner (`deconv-ext bench --quick`): runs, prints, writes valid JSON."""
 import json
 
+import pytest
+import torch
+
 from deconv_ext import bench, cli
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    threads = torch.get_num_threads()  # `bench --threads 1` sets the process-wide count
+    yield
+    torch.set_num_threads(threads)
 
 
 def test_quick_bench_writes_json(tmp_path, capsys):
