@@ -13,6 +13,10 @@ subprocess. On CPU (Linux) the number is the growth of the peak resident set siz
 size (VmRSS) then, after a warm-up call on a tiny input (libraries loaded, allocator primed); it
 includes the output tensor itself.
 On CUDA it is torch.cuda.max_memory_allocated() during the call, minus the memory held before it.
+
+Settings: --dtype float32|bfloat16|float16 (inputs, weights and gradients in that dtype), --channels-last
+(input in channels_last), --autocast (float32 tensors, both calls under torch.autocast with bfloat16, as
+CPU inference and mixed-precision training run). --plot PATH draws the speedups (needs matplotlib).
 """
 import argparse
 import json
@@ -24,6 +28,8 @@ import subprocess
 import sys
 import time
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
@@ -34,9 +40,19 @@ from .testing import BENCH as SHAPES, BENCH_MEMORY as MEMORY_CASE, BENCH_QUICK a
 MODES = ("fwd", "bwd", "fwdbwd")
 
 
-def _make(case, device, requires_grad):
-    x, w, b, _ = case.tensors(torch.float32, device=device, seed=0, weight_scale=0.1)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _make(case, device, requires_grad, dtype=torch.float32, channels_last=False):
+    layout = "channels_last" if channels_last else "contiguous"
+    x, w, b, _ = case.tensors(dtype, device=device, seed=0, weight_scale=0.1, layout=layout)
     return tuple(t.requires_grad_(requires_grad) for t in (x, w, b))
+
+
+def _context(device, autocast):
+    if not autocast:
+        return contextlib.nullcontext()
+    return torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16)
 
 
 def _implementations():
@@ -45,24 +61,26 @@ def _implementations():
     return {"deconv_ext": conv_transpose2d, "torch": F.conv_transpose2d}
 
 
-def _callable(fn, shape, mode, device):
+def _callable(fn, shape, mode, device, dtype=torch.float32, channels_last=False, autocast=False):
     params = shape.params
-    x, w, b = _make(shape, device, mode != "fwd")
+    x, w, b = _make(shape, device, mode != "fwd", dtype, channels_last)
     if mode == "fwd":
         def call():
-            with torch.no_grad():
+            with torch.no_grad(), _context(device, autocast):
                 fn(x, w, b, **params)
         return call, None
     if mode == "fwdbwd":
         def call():
-            y = fn(x, w, b, **params)
+            with _context(device, autocast):
+                y = fn(x, w, b, **params)
             torch.autograd.grad(y, (x, w, b), torch.ones_like(y))
         return call, None
 
     state = {}
 
     def prepare():  # untimed: a fresh graph for the next backward
-        state["y"] = fn(x, w, b, **params)
+        with _context(device, autocast):
+            state["y"] = fn(x, w, b, **params)
         state["gy"] = torch.ones_like(state["y"])
 
     def call():
@@ -70,10 +88,10 @@ def _callable(fn, shape, mode, device):
     return call, prepare
 
 
-def time_shape(shape, mode, device, repeat):
-    """Median seconds per implementation, measured interleaved."""
+def time_shape(shape, mode, device, repeat, **setting):
+    """Median seconds per implementation, measured interleaved. `setting`: dtype, channels_last, autocast."""
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    calls = {name: _callable(fn, shape, mode, device) for name, fn in _implementations().items()}
+    calls = {name: _callable(fn, shape, mode, device, **setting) for name, fn in _implementations().items()}
     times = {name: [] for name in calls}
     for i in range(repeat + 1):  # the first round is the warm-up
         for name, (call, prepare) in calls.items():
@@ -145,6 +163,42 @@ def add_arguments(parser):
     parser.add_argument("--quick", action="store_true", help="tiny shapes, 2 repeats, no memory measurement")
     parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory case")
     parser.add_argument("--json", default=None, metavar="PATH", help="write all results as JSON")
+    parser.add_argument("--dtype", default="float32", choices=list(DTYPES), help="tensor dtype (default: float32)")
+    parser.add_argument("--channels-last", action="store_true", help="input in channels_last memory format")
+    parser.add_argument("--autocast", action="store_true",
+                        help="float32 tensors, both implementations under torch.autocast(bfloat16)")
+    parser.add_argument("--plot", default=None, metavar="PNG",
+                        help="bar chart of the speedups on a log axis (needs matplotlib)")
+
+
+def plot(rows, path, title):
+    """Speedup per shape (one bar per mode) on a log axis, with the 1.0x line."""
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shapes = list(dict.fromkeys(r["shape"] for r in rows))
+    modes = list(dict.fromkeys(r["mode"] for r in rows))
+    width = 0.8 / len(modes)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(shapes) * len(modes)), 4.5))
+    for k, mode in enumerate(modes):
+        vals = {r["shape"]: r["speedup"] for r in rows if r["mode"] == mode}
+        xs = [i + (k - (len(modes) - 1) / 2) * width for i in range(len(shapes))]
+        ax.bar(xs, [vals.get(sh, float("nan")) for sh in shapes], width, label=mode)
+    ax.axhline(1.0, color="black", linewidth=1)
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xticks(range(len(shapes)))
+    ax.set_xticklabels(shapes, rotation=45, ha="right")
+    ax.set_ylabel("speedup (PyTorch time / deconv_ext time)")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def geomean(values):
@@ -171,12 +225,25 @@ def run(args):
               file=sys.stderr)
         return 2
 
-    print(f"device={device} threads={torch.get_num_threads()} repeat={repeat} torch={torch.__version__}")
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print("deconv-ext bench: --plot needs matplotlib (pip install matplotlib)", file=sys.stderr)
+            return 2
+    if args.autocast and args.dtype != "float32":
+        print("deconv-ext bench: --autocast runs float32 tensors under autocast; leave --dtype at float32",
+              file=sys.stderr)
+        return 2
+    setting = dict(dtype=DTYPES[args.dtype], channels_last=args.channels_last, autocast=args.autocast)
+    label = args.dtype + (" channels_last" if args.channels_last else "") + (" autocast(bf16)" if args.autocast else "")
+    print(f"device={device} threads={torch.get_num_threads()} repeat={repeat} torch={torch.__version__} "
+          f"setting={label}")
     print(f"{'shape':16s} {'mode':7s} {'ours ms':>9s} {'torch ms':>9s} {'ours GF/s':>9s} {'torch GF/s':>10s} {'speedup':>8s}")
     rows = []
     for shape in shapes:
         for mode in modes:
-            t = time_shape(shape, mode, device, repeat)
+            t = time_shape(shape, mode, device, repeat, **setting)
             flops = shape.flops() * {"fwd": 1, "bwd": 2, "fwdbwd": 3}[mode]
             row = {"shape": shape.name, "group": shape.group, "mode": mode, "ms_ours": t["deconv_ext"] * 1e3,
                    "ms_torch": t["torch"] * 1e3, "gflops_ours": flops / t["deconv_ext"] / 1e9,
@@ -208,9 +275,14 @@ def run(args):
 
     if args.json:
         meta = {"device": device, "threads": torch.get_num_threads(), "repeat": repeat, "torch": torch.__version__,
+                "setting": label,
                 "machine": platform.machine(), "processor": platform.processor()}
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "results": rows, "summary": summary, "memory": memory}, f, indent=1)
+    if args.plot:
+        plot(rows, args.plot, f"deconv_ext vs F.conv_transpose2d, {device}, {label}, "
+                              f"{torch.get_num_threads()} threads")
+        print(f"wrote {args.plot}")
     return 0
 
 

@@ -8,8 +8,10 @@ CPU paths (csrc/cpu/fast_paths.h): "direct" (float32, few output channels per gr
 the ISA after the colon), "gemm" (float32/float64), "generic" (every dtype). All four ops of one
 configuration take the same path. A forced path that cannot serve a call (direct for float64, gemm for
 bfloat16, direct with many output channels) is not taken; cpu_path() tells what is. The environment
-variables DECONV_EXT_CPU_PATH and DECONV_EXT_CPU_ISA do the same as forced() for a whole process. The
-CUDA backend has one path (the SIMT kernels) at present.
+variables DECONV_EXT_CPU_PATH and DECONV_EXT_CPU_ISA do the same as forced() for a whole process.
+
+CUDA (builds with CUDA kernels): cuda_path() names the path, DECONV_EXT_CUDA_PATH (or forced(cuda_path=...))
+forces one. There is one path at present, "simt" (csrc/cuda/conv_transpose2d.cu).
 """
 import contextlib
 import os
@@ -19,21 +21,33 @@ import torch
 from . import _ops  # noqa: F401  (loads the library)
 from .functional import _int, _pair
 
-__all__ = ["CPU_PATHS", "CPU_ISAS", "cpu_path", "cpu_isas", "forced"]
+__all__ = ["CPU_PATHS", "CPU_ISAS", "CUDA_PATHS", "cpu_path", "cpu_isas", "cuda_path", "forced"]
 
 CPU_PATHS = ("generic", "direct", "gemm")
 CPU_ISAS = ("baseline", "avx2", "avx512")
-_ENV = {"path": "DECONV_EXT_CPU_PATH", "isa": "DECONV_EXT_CPU_ISA"}
+CUDA_PATHS = ("simt",)
+_ENV = {"path": "DECONV_EXT_CPU_PATH", "isa": "DECONV_EXT_CPU_ISA", "cuda_path": "DECONV_EXT_CUDA_PATH"}
+
+
+def _args(input, weight, stride, padding, output_padding, groups, dilation):
+    if input.dim() == 3:
+        input = input.unsqueeze(0)
+    return (input, weight, _pair(stride, "stride"), _pair(padding, "padding"),
+            _pair(output_padding, "output_padding"), _int(groups, "groups"), _pair(dilation, "dilation"))
 
 
 def cpu_path(input, weight, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """The CPU path (e.g. "direct:avx512", "gemm", "generic") of conv_transpose2d with these arguments and
     of its gradients. Only shapes, dtypes and the overrides matter: meta tensors are fine."""
-    if input.dim() == 3:
-        input = input.unsqueeze(0)
-    return torch.ops.deconv_ext._cpu_path(input, weight, _pair(stride, "stride"), _pair(padding, "padding"),
-                                          _pair(output_padding, "output_padding"), _int(groups, "groups"),
-                                          _pair(dilation, "dilation"))
+    return torch.ops.deconv_ext._cpu_path(*_args(input, weight, stride, padding, output_padding, groups, dilation))
+
+
+def cuda_path(input, weight, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """The CUDA path (one of CUDA_PATHS) of conv_transpose2d with these arguments and of its gradients;
+    RuntimeError if this build has no CUDA kernels. Meta tensors are fine."""
+    if not hasattr(torch.ops.deconv_ext, "_cuda_path"):
+        raise RuntimeError("deconv_ext was built without CUDA kernels (see `deconv-ext info`)")
+    return torch.ops.deconv_ext._cuda_path(*_args(input, weight, stride, padding, output_padding, groups, dilation))
 
 
 def cpu_isas():
@@ -42,17 +56,19 @@ def cpu_isas():
 
 
 @contextlib.contextmanager
-def forced(path=None, isa=None):
+def forced(path=None, isa=None, cuda_path=None):
     """Within the block, CPU calls take `path` (one of CPU_PATHS, or "auto") where it can serve them, and
-    the direct kernels use `isa` (one of CPU_ISAS, or "auto"; capped at what the CPU has). Not thread-safe:
-    it sets the process environment."""
+    the direct kernels use `isa` (one of CPU_ISAS, or "auto"; capped at what the CPU has); CUDA calls take
+    `cuda_path` (one of CUDA_PATHS or "auto"). Not thread-safe: it sets the process environment."""
     if path is not None and path not in CPU_PATHS + ("auto",):
         raise ValueError(f"forced: expected path to be one of {CPU_PATHS + ('auto',)}, got {path!r}")
     if isa is not None and isa not in CPU_ISAS + ("auto",):
         raise ValueError(f"forced: expected isa to be one of {CPU_ISAS + ('auto',)}, got {isa!r}")
+    if cuda_path is not None and cuda_path not in CUDA_PATHS + ("auto",):
+        raise ValueError(f"forced: expected cuda_path to be one of {CUDA_PATHS + ('auto',)}, got {cuda_path!r}")
     saved = {k: os.environ.get(v) for k, v in _ENV.items()}
     try:
-        for key, value in (("path", path), ("isa", isa)):
+        for key, value in (("path", path), ("isa", isa), ("cuda_path", cuda_path)):
             if value is not None:
                 os.environ[_ENV[key]] = value
         yield

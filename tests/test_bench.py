@@ -36,3 +36,23 @@ def test_shape_filter_and_modes(tmp_path):
 
 def test_geomean():
     assert abs(bench.geomean([2.0, 8.0]) - 4.0) < 1e-12
+
+
+def test_settings_and_plot(tmp_path):
+    out, png = tmp_path / "bench.json", tmp_path / "speedup.png"
+    for extra in (["--dtype", "bfloat16"], ["--dtype", "float16", "--channels-last"], ["--autocast"]):
+        assert cli.main(["bench", "--quick", "--modes", "fwd,fwdbwd", "--json", str(out)] + extra) == 0
+        data = json.loads(out.read_text())
+        assert data["meta"]["setting"].split()[0] in ("bfloat16", "float16", "float32")
+        assert all(r["speedup"] > 0 for r in data["results"])
+    assert cli.main(["bench", "--quick", "--shapes", "depthwise", "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert cli.main(["bench", "--quick", "--autocast", "--dtype", "float16"]) == 2
+
+
+def test_plot_without_matplotlib(tmp_path, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    assert cli.main(["bench", "--quick", "--plot", str(tmp_path / "x.png")]) == 2
+    assert "--plot needs matplotlib (pip install matplotlib)" in capsys.readouterr().err

@@ -38,12 +38,11 @@ CASES = GRID + BLOCKS + RANDOM_FEW + RANDOM_BLOCKS + RANDOM_MANY
 
 
 def _serves(path, case, dtype):
-    """Whether a forced `path` can serve the case (the rule of cpu::choose_path)."""
-    if path == "generic":
+    """Whether a forced `path` can serve the case (the rule of cpu::choose_path; the half types run the
+    float32 paths on widened operands)."""
+    if path in ("generic", "gemm"):
         return True
-    if path == "gemm":
-        return dtype in (torch.float32, torch.float64)
-    return dtype == torch.float32 and case.C_out // case.groups <= 4
+    return dtype != torch.float64 and case.C_out // case.groups <= 4
 
 
 @pytest.fixture(params=["generic", "direct", "gemm"])
@@ -68,10 +67,15 @@ def _check_on_path(case, dtype, path, seed=0, layout="contiguous"):
     return taken
 
 
+DTYPE_IDS = {torch.float32: "f32", torch.float64: "f64", torch.bfloat16: "bf16", torch.float16: "f16"}
+
+
 # Every (path, dtype, case) the path can serve; the rest are not generated (the forcing rule says which).
+# The half types on the correctness grid and the blocking cases.
 @pytest.mark.parametrize("path_name,dtype,case", [
-    pytest.param(p, dt, c, id=f"{p}-{'f32' if dt == torch.float32 else 'f64'}-{c}")
-    for p in dispatch.CPU_PATHS for dt in (torch.float32, torch.float64) for c in CASES if _serves(p, c, dt)])
+    pytest.param(p, dt, c, id=f"{p}-{DTYPE_IDS[dt]}-{c}")
+    for p in dispatch.CPU_PATHS for dt in DTYPE_IDS
+    for c in (CASES if dt in (torch.float32, torch.float64) else GRID + BLOCKS) if _serves(p, c, dt)])
 def test_every_path(path_name, dtype, case):
     with dispatch.forced(path=path_name):
         _check_on_path(case, dtype, path_name, seed=1)
@@ -87,7 +91,8 @@ def test_direct_on_every_isa(case, isa):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "f16"])
 @pytest.mark.parametrize("case", GRID + RANDOM_FEW[:8], ids=str)
 def test_half_types_on_generic(case, dtype):
-    assert _check_on_path(case, dtype, "generic", seed=3) == "generic"
+    with dispatch.forced(path="generic"):
+        assert _check_on_path(case, dtype, "generic", seed=3) == "generic"
 
 
 @pytest.mark.parametrize("layout", ["channels_last", "strided"])
@@ -103,8 +108,10 @@ def test_layouts_on_every_path(case, layout, path):
     (4, torch.float32, "direct"),    # kDirectMaxCout = 4
     (5, torch.float32, "gemm"),
     (1, torch.float64, "gemm"),      # double never takes direct
-    (1, torch.bfloat16, "generic"),  # the half types take the generic loops
-    (64, torch.float16, "generic"),
+    (1, torch.bfloat16, "direct"),   # the half types take the float32 path on widened operands
+    (4, torch.float16, "direct"),
+    (5, torch.bfloat16, "gemm"),
+    (64, torch.float16, "gemm"),
 ])
 def test_dispatch_boundaries(cout, dtype, expected):
     x = torch.empty(2, 8, 5, 5, dtype=dtype, device="meta")
@@ -154,3 +161,17 @@ def test_bitwise_run_to_run_and_across_threads(case, path):
     if path != "gemm":
         for a, b in zip(one, many):
             assert torch.equal(a, b)
+
+
+def test_cuda_path_query_in_cuda_builds():
+    """A build with CUDA kernels (CI compiles them) answers the CUDA path query from shapes alone."""
+    from deconv_ext import _build
+
+    x, w = torch.empty(2, 8, 5, 5, device="meta"), torch.empty(8, 4, 3, 3, device="meta")
+    if _build.load_info()["cuda_version"] is None:
+        with pytest.raises(RuntimeError, match="built without CUDA kernels"):
+            dispatch.cuda_path(x, w)
+        return
+    assert dispatch.cuda_path(x, w, stride=2) in dispatch.CUDA_PATHS
+    with dispatch.forced(cuda_path="simt"):
+        assert dispatch.cuda_path(x, w) == "simt"

@@ -69,6 +69,17 @@ def test_empty_batch_gives_zero_grads():
     assert torch.equal(got["grad_bias"], torch.zeros_like(b))
 
 
+def test_path_query_and_forcing(monkeypatch):
+    from deconv_ext import dispatch
+
+    case = CASES["dcgan"]
+    x, w, b, gy = case.tensors(torch.float32, device="cuda")
+    assert dispatch.cuda_path(x, w, **case.params) == "simt"
+    monkeypatch.setenv("DECONV_EXT_CUDA_PATH", "tensor_core_someday")
+    with pytest.raises(RuntimeError, match="DECONV_EXT_CUDA_PATH: expected one of auto, simt"):
+        ops.conv_transpose2d(x, w, b, *case.op_args)
+
+
 def test_mixed_devices_raise():
     case = CASES["basic"]
     params = case.op_args

@@ -1,7 +1,7 @@
 // The CPU backend of the four deconv_ext ops: its launchers, registered for the CPU dispatch key, and
 // the dispatch queries. Each launcher takes the path choose_path() picks (fast_paths.h): direct
-// (direct.cpp), gemm (gemm.cpp) or the generic loops below, which serve every dtype (float16 and
-// bfloat16 take them) and accumulate in at::opmath_type (float for the half types). Checks, layouts and
+// (direct.cpp), gemm (gemm.cpp) — float16/bfloat16 on widened float32 copies — or the generic loops
+// below, which serve every dtype directly and accumulate in at::opmath_type (float for the half types). Checks, layouts and
 // empty tensors are handled once for every backend by the entry layer (csrc/conv_transpose2d.h).
 //
 // Each output element is reduced by exactly one thread in a fixed order, so the generic loops' results
@@ -120,13 +120,29 @@ void grad_weight_kernel(const ConvT2dShape& s, const scalar_t* gy, const scalar_
 }
 
 // ---- launchers ----------------------------------------------------------------------------------------
+// float16 and bfloat16 on the float32 paths: the operands are widened to float32 (exact), the float32 path
+// computes into a float32 buffer and the result is rounded once into the half-type output — the numerical
+// contract of the generic loops (float accumulation, one rounding), at the speed of the float32 kernels.
+// The copies cost O(input + output) memory traffic against O(K) multiply-adds per output element.
+bool is_half(at::ScalarType t) { return t == at::kHalf || t == at::kBFloat16; }
+at::Tensor widened(const at::Tensor& t) { return t.defined() ? t.to(at::kFloat) : t; }
+
+template <typename Fast>
+void on_float_path(const at::Tensor& out, const Fast& fast) {
+  const auto out_f = at::empty(out.sizes(), out.options().dtype(at::kFloat));
+  fast(out_f);
+  out.copy_(out_f);
+}
+
 void forward_launch(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
                     const at::Tensor& y) {
-  switch (cpu::choose_path(s, x.scalar_type())) {
-    case cpu::Path::direct: return cpu::direct_forward(s, x, w, b, y);
-    case cpu::Path::gemm: return cpu::gemm_forward(s, x, w, b, y);
-    case cpu::Path::generic: break;
-  }
+  const cpu::Path p = cpu::choose_path(s, x.scalar_type());
+  auto fast = [&](const at::Tensor& x_, const at::Tensor& w_, const at::Tensor& b_, const at::Tensor& y_) {
+    p == cpu::Path::direct ? cpu::direct_forward(s, x_, w_, b_, y_) : cpu::gemm_forward(s, x_, w_, b_, y_);
+  };
+  if (p != cpu::Path::generic && is_half(x.scalar_type()))
+    return on_float_path(y, [&](const at::Tensor& yf) { fast(widened(x), widened(w), widened(b), yf); });
+  if (p != cpu::Path::generic) return fast(x, w, b, y);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "conv_transpose2d_cpu", [&] {
     forward_kernel<scalar_t>(s, x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
                              b.defined() ? b.const_data_ptr<scalar_t>() : nullptr, y.mutable_data_ptr<scalar_t>());
@@ -134,11 +150,13 @@ void forward_launch(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor
 }
 
 void grad_input_launch(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx) {
-  switch (cpu::choose_path(s, gy.scalar_type())) {
-    case cpu::Path::direct: return cpu::direct_grad_input(s, gy, w, gx);
-    case cpu::Path::gemm: return cpu::gemm_grad_input(s, gy, w, gx);
-    case cpu::Path::generic: break;
-  }
+  const cpu::Path p = cpu::choose_path(s, gy.scalar_type());
+  auto fast = [&](const at::Tensor& gy_, const at::Tensor& w_, const at::Tensor& gx_) {
+    p == cpu::Path::direct ? cpu::direct_grad_input(s, gy_, w_, gx_) : cpu::gemm_grad_input(s, gy_, w_, gx_);
+  };
+  if (p != cpu::Path::generic && is_half(gy.scalar_type()))
+    return on_float_path(gx, [&](const at::Tensor& gxf) { fast(widened(gy), widened(w), gxf); });
+  if (p != cpu::Path::generic) return fast(gy, w, gx);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gy.scalar_type(), "conv_transpose2d_grad_input_cpu", [&] {
     grad_input_kernel<scalar_t>(s, gy.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
                                 gx.mutable_data_ptr<scalar_t>());
@@ -146,11 +164,13 @@ void grad_input_launch(const ConvT2dShape& s, const at::Tensor& gy, const at::Te
 }
 
 void grad_weight_launch(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw) {
-  switch (cpu::choose_path(s, x.scalar_type())) {
-    case cpu::Path::direct: return cpu::direct_grad_weight(s, gy, x, gw);
-    case cpu::Path::gemm: return cpu::gemm_grad_weight(s, gy, x, gw);
-    case cpu::Path::generic: break;
-  }
+  const cpu::Path p = cpu::choose_path(s, x.scalar_type());
+  auto fast = [&](const at::Tensor& gy_, const at::Tensor& x_, const at::Tensor& gw_) {
+    p == cpu::Path::direct ? cpu::direct_grad_weight(s, gy_, x_, gw_) : cpu::gemm_grad_weight(s, gy_, x_, gw_);
+  };
+  if (p != cpu::Path::generic && is_half(x.scalar_type()))
+    return on_float_path(gw, [&](const at::Tensor& gwf) { fast(widened(gy), widened(x), gwf); });
+  if (p != cpu::Path::generic) return fast(gy, x, gw);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "conv_transpose2d_grad_weight_cpu", [&] {
     grad_weight_kernel<scalar_t>(s, gy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
                                  gw.mutable_data_ptr<scalar_t>());
@@ -222,12 +242,14 @@ const char* path_name(Path p) {
 }
 
 Path choose_path(const ConvT2dShape& s, at::ScalarType t) {
-  const Path natural = use_direct(s, t) ? Path::direct : use_gemm(s, t) ? Path::gemm : Path::generic;
+  // The half types take the float32 paths on widened operands (see the launchers).
+  const at::ScalarType k = (t == at::kHalf || t == at::kBFloat16) ? at::kFloat : t;
+  const Path natural = use_direct(s, k) ? Path::direct : use_gemm(s, k) ? Path::gemm : Path::generic;
   const char* forced = std::getenv("DECONV_EXT_CPU_PATH");
   if (forced == nullptr || *forced == 0 || std::strcmp(forced, "auto") == 0) return natural;
   if (std::strcmp(forced, "generic") == 0) return Path::generic;
-  if (std::strcmp(forced, "direct") == 0) return use_direct(s, t) ? Path::direct : natural;
-  if (std::strcmp(forced, "gemm") == 0) return (t == at::kFloat || t == at::kDouble) ? Path::gemm : natural;
+  if (std::strcmp(forced, "direct") == 0) return use_direct(s, k) ? Path::direct : natural;
+  if (std::strcmp(forced, "gemm") == 0) return (k == at::kFloat || k == at::kDouble) ? Path::gemm : natural;
   TORCH_CHECK(false, "DECONV_EXT_CPU_PATH: expected one of auto, generic, direct, gemm, got '", std::string(forced),
               "'");
 }

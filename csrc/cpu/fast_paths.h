@@ -9,11 +9,13 @@
 //   gemm (gemm.cpp): float32/float64, any channel counts (the natural choice past the direct path). One
 //     GEMM (at::mm, i.e. the BLAS torch uses) per chunk of input rows plus a col2im (forward) or im2col
 //     (backward) pass written here; chunks keep the column buffer near 1M elements.
-//   generic (conv_transpose2d.cpp): plain loops, every dtype; what float16 and bfloat16 take.
+//   generic (conv_transpose2d.cpp): plain loops, every dtype.
+// float16 and bfloat16 take the path float32 would (direct or gemm), on operands widened to float32 and
+// a float32 result rounded once at the end (conv_transpose2d.cpp); forced to generic, they run natively.
 //
 // Forcing, for tests and diagnosis (read at every call): DECONV_EXT_CPU_PATH=auto|generic|direct|gemm
-// (a path that cannot serve the call's dtype or shape is not taken: the query deconv_ext::_cpu_path says
-// which path a call takes), DECONV_EXT_CPU_ISA=auto|avx512|avx2|baseline (capped at what the CPU has).
+// (a path that cannot serve the call is not taken: direct needs C_out/groups <= kDirectMaxCout and not
+// float64; the query deconv_ext::_cpu_path says which path a call takes), DECONV_EXT_CPU_ISA=auto|avx512|avx2|baseline (capped at what the CPU has).
 //
 // All arguments are contiguous NCHW tensors of the kernel's dtype; results are written in full
 // (nothing has to be pre-initialised). Each output element is reduced by one thread in a fixed order,
