@@ -1,12 +1,43 @@
-"""Autograd for the C++ ops in csrc/ops.cpp (their schemas, meta kernels and autocast live there).
+"""Autograd, forward-mode AD and torch.func support for the C++ ops in csrc/ops.cpp (their schemas, meta
+kernels and autocast live there).
 
 The forward y = T(x, w) + b is bilinear in (x, w), and its three adjoints are ops of the same family:
     grad_input  gx = T*(gy, w)     grad_weight  gw = W(x, gy)     grad_bias  gb = sum(gy)
 Each of those is linear in each argument, so its own derivative is again a member of the family
-(e.g. d<T*(gy, w), ggx> / dgy = T(ggx, w)). Registering all four therefore gives double and higher
-backward, traced by torch.compile, with no extra kernels. Only requested gradients are computed.
+(e.g. d<T*(gy, w), ggx> / dgy = T(ggx, w)). That gives, with no extra kernels:
+  backward  the adjoints above; the backward calls the same ops, so double and higher backward work;
+  jvp       the product rule, two calls of the same op: dy = T(dx, w) + T(x, dw) + db (likewise for the
+            three adjoint ops), so forward AD, forward-over-reverse and reverse-over-forward work.
+
+Design. Each op's Autograd dispatch key gets a Python kernel that applies one autograd.Function
+(forward / setup_context / backward / jvp) when the call is differentiated, and otherwise goes straight to the
+backend kernel. That is what torch.library.register_autograd does, but the Function it generates has no
+jvp (torch 2.14 has no register_jvp), so forward AD saw no formula and dropped the tangent (a silent zero
+from torch.func.jvp), and torch.func refused it (no setup_context).
+Why behind the dispatcher rather than a Function called from functional.py: the ops stay the entry point.
+torch.compile and torch.export see one opaque op, as before (the kernel only runs when AOTAutograd traces
+the backward); opcheck tests the ops users call; torch.ops.deconv_ext.* called directly differentiates the
+same way; and the formulas call the ops, so every derivative of a derivative takes the same path.
+Why a _SingleLevelFunction: the kernel runs at one functorch level, like a built-in op's autograd kernel
+(functorch has already unwrapped the outer levels' transforms into this dispatch). A plain
+autograd.Function would be re-routed through functorch's custom_function_call from there, which the
+dispatcher cannot serve at the Autograd key. A _SingleLevelFunction applied under
+enable_single_level_autograd_function() records at this level only, which is how functorch's own
+per-level Functions run (torch/_functorch/autograd_function.py); the lower levels are reached by the
+redispatch in forward, with the caller's grad modes restored (autograd.Function turns them off), so
+nested transforms (hessian, jacfwd(jacrev), vmap(grad)) record at every level.
+torch.func.vmap reaches the op before autograd and takes functorch's batched fallback (a loop).
+
+The kernel applies the Function when grad mode is on and an input requires grad, or when a forward-AD dual
+level is active and forward grad mode is on; so under forward AD the Function always runs, its jvp handles
+a tangent on any tensor input, and no tangent is ever dropped.
 """
+import typing
+
 import torch
+import torch.autograd.forward_ad as fwAD
+from torch._functorch.utils import enable_single_level_autograd_function
+from torch.autograd.function import _SingleLevelFunction
 
 from . import _C  # noqa: F401  (loads the library: registers the ops)
 
@@ -22,76 +53,183 @@ def _save_params(ctx, stride, padding, output_padding, groups, dilation):
     ctx.groups, ctx.dilation = groups, dilation
 
 
+class _Call(typing.NamedTuple):
+    """How the op was called: its dispatch key set and the grad modes, for the Function to redispatch with."""
+    keyset: torch._C.DispatchKeySet
+    grad_enabled: bool
+    fwd_grad_enabled: bool
+
+
+def _below_autograd(op, keyset, *args):
+    """The backend kernel (past the Autograd key), as a built-in op's autograd kernel redispatches."""
+    with torch._C._AutoDispatchBelowAutograd():
+        return op.redispatch(keyset & torch._C._after_autograd_keyset, *args)
+
+
+def _forward(op, call, *args):
+    """Function.forward: autograd.Function runs it with grad and forward grad off; they are restored for the
+    redispatch so that, under nested torch.func transforms, the lower levels (reached through the same
+    redispatch) still record and carry tangents, as they do for a built-in op."""
+    with torch.set_grad_enabled(call.grad_enabled), fwAD._set_fwd_grad_enabled(call.fwd_grad_enabled):
+        return _below_autograd(op, call.keyset, *args)
+
+
+def _sum(terms):
+    """The sum of the tangent terms present; at least one is, since jvp runs only for a tangent."""
+    terms = [t for t in terms if t is not None]
+    total = terms[0]
+    for t in terms[1:]:
+        total = total + t
+    return total
+
+
 # ---- forward: y = T(x, w) + b ----------------------------------------------------------------------
-def _forward_setup(ctx, inputs, output):
-    x, w, b, *params = inputs
-    _save_params(ctx, *params)
-    ctx.has_bias = b is not None
-    need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-    ctx.save_for_backward(x if need_w else None, w if need_x else None)
-    ctx.kernel_size = tuple(w.shape[2:])
+class ConvTranspose2dFn(_SingleLevelFunction):
+    @staticmethod
+    def forward(x, w, b, stride, padding, output_padding, groups, dilation, call):
+        return _forward(ops.conv_transpose2d.default, call, x, w, b, stride, padding, output_padding,
+                               groups, dilation)
 
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, w, b, *params, _ = inputs
+        _save_params(ctx, *params)
+        ctx.has_bias = b is not None
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        ctx.save_for_backward(x if need_w else None, w if need_x else None)
+        ctx.save_for_forward(x, w)
+        ctx.kernel_size = tuple(w.shape[2:])
+        ctx.output_shape = output.shape
 
-def _forward_backward(ctx, gy):
-    x, w = ctx.saved_tensors
-    gx = gw = gb = None
-    if ctx.needs_input_grad[0]:
-        gx = ops.conv_transpose2d_grad_input(gy, w, *_params(ctx))
-    if ctx.needs_input_grad[1]:
-        gw = ops.conv_transpose2d_grad_weight(gy, x, ctx.kernel_size, *_params(ctx))
-    if ctx.has_bias and ctx.needs_input_grad[2]:
-        gb = ops.conv_transpose2d_grad_bias(gy)
-    return gx, gw, gb, None, None, None, None, None
+    @staticmethod
+    def backward(ctx, gy):
+        x, w = ctx.saved_tensors
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = ops.conv_transpose2d_grad_input(gy, w, *_params(ctx))
+        if ctx.needs_input_grad[1]:
+            gw = ops.conv_transpose2d_grad_weight(gy, x, ctx.kernel_size, *_params(ctx))
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = ops.conv_transpose2d_grad_bias(gy)
+        return gx, gw, gb, None, None, None, None, None, None
+
+    @staticmethod
+    def jvp(ctx, dx, dw, db, *_):
+        x, w = ctx.saved_tensors
+        return _sum([
+            None if dx is None else ops.conv_transpose2d(dx, w, None, *_params(ctx)),
+            None if dw is None else ops.conv_transpose2d(x, dw, None, *_params(ctx)),
+            None if db is None else db.reshape(1, -1, 1, 1).expand(ctx.output_shape),
+        ])
 
 
 # ---- grad_input: gx = T*(gy, w) ----------------------------------------------------------------------
-def _grad_input_setup(ctx, inputs, output):
-    gy, w, *params = inputs
-    _save_params(ctx, *params)
-    ctx.save_for_backward(gy if ctx.needs_input_grad[1] else None, w if ctx.needs_input_grad[0] else None)
-    ctx.kernel_size = tuple(w.shape[2:])
+class GradInputFn(_SingleLevelFunction):
+    @staticmethod
+    def forward(gy, w, stride, padding, output_padding, groups, dilation, call):
+        return _forward(ops.conv_transpose2d_grad_input.default, call, gy, w, stride, padding,
+                               output_padding, groups, dilation)
 
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        gy, w, *params, _ = inputs
+        _save_params(ctx, *params)
+        ctx.save_for_backward(gy if ctx.needs_input_grad[1] else None, w if ctx.needs_input_grad[0] else None)
+        ctx.save_for_forward(gy, w)
+        ctx.kernel_size = tuple(w.shape[2:])
 
-def _grad_input_backward(ctx, ggx):
-    gy, w = ctx.saved_tensors
-    d_gy = d_w = None
-    if ctx.needs_input_grad[0]:
-        d_gy = ops.conv_transpose2d(ggx, w, None, *_params(ctx))
-    if ctx.needs_input_grad[1]:
-        d_w = ops.conv_transpose2d_grad_weight(gy, ggx, ctx.kernel_size, *_params(ctx))
-    return d_gy, d_w, None, None, None, None, None
+    @staticmethod
+    def backward(ctx, ggx):
+        gy, w = ctx.saved_tensors
+        d_gy = d_w = None
+        if ctx.needs_input_grad[0]:
+            d_gy = ops.conv_transpose2d(ggx, w, None, *_params(ctx))
+        if ctx.needs_input_grad[1]:
+            d_w = ops.conv_transpose2d_grad_weight(gy, ggx, ctx.kernel_size, *_params(ctx))
+        return d_gy, d_w, None, None, None, None, None, None
+
+    @staticmethod
+    def jvp(ctx, dgy, dw, *_):
+        gy, w = ctx.saved_tensors
+        return _sum([
+            None if dgy is None else ops.conv_transpose2d_grad_input(dgy, w, *_params(ctx)),
+            None if dw is None else ops.conv_transpose2d_grad_input(gy, dw, *_params(ctx)),
+        ])
 
 
 # ---- grad_weight: gw = W(x, gy) ----------------------------------------------------------------------
-def _grad_weight_setup(ctx, inputs, output):
-    gy, x, kernel_size, *params = inputs
-    _save_params(ctx, *params)
-    ctx.save_for_backward(gy if ctx.needs_input_grad[1] else None, x if ctx.needs_input_grad[0] else None)
+class GradWeightFn(_SingleLevelFunction):
+    @staticmethod
+    def forward(gy, x, kernel_size, stride, padding, output_padding, groups, dilation, call):
+        return _forward(ops.conv_transpose2d_grad_weight.default, call, gy, x, kernel_size, stride,
+                               padding, output_padding, groups, dilation)
 
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        gy, x, kernel_size, *params, _ = inputs
+        _save_params(ctx, *params)
+        ctx.kernel_size = kernel_size
+        ctx.save_for_backward(gy if ctx.needs_input_grad[1] else None, x if ctx.needs_input_grad[0] else None)
+        ctx.save_for_forward(gy, x)
 
-def _grad_weight_backward(ctx, ggw):
-    gy, x = ctx.saved_tensors
-    d_gy = d_x = None
-    if ctx.needs_input_grad[0]:
-        d_gy = ops.conv_transpose2d(x, ggw, None, *_params(ctx))
-    if ctx.needs_input_grad[1]:
-        d_x = ops.conv_transpose2d_grad_input(gy, ggw, *_params(ctx))
-    return d_gy, d_x, None, None, None, None, None, None
+    @staticmethod
+    def backward(ctx, ggw):
+        gy, x = ctx.saved_tensors
+        d_gy = d_x = None
+        if ctx.needs_input_grad[0]:
+            d_gy = ops.conv_transpose2d(x, ggw, None, *_params(ctx))
+        if ctx.needs_input_grad[1]:
+            d_x = ops.conv_transpose2d_grad_input(gy, ggw, *_params(ctx))
+        return d_gy, d_x, None, None, None, None, None, None, None
+
+    @staticmethod
+    def jvp(ctx, dgy, dx, *_):
+        gy, x = ctx.saved_tensors
+        return _sum([
+            None if dgy is None else ops.conv_transpose2d_grad_weight(dgy, x, ctx.kernel_size, *_params(ctx)),
+            None if dx is None else ops.conv_transpose2d_grad_weight(gy, dx, ctx.kernel_size, *_params(ctx)),
+        ])
 
 
 # ---- grad_bias: gb = sum over (N, H, W) of gy -----------------------------------------------------------
-def _grad_bias_setup(ctx, inputs, output):
-    ctx.shape = inputs[0].shape
+class GradBiasFn(_SingleLevelFunction):
+    @staticmethod
+    def forward(gy, call):
+        return _forward(ops.conv_transpose2d_grad_bias.default, call, gy)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.shape = inputs[0].shape
+
+    @staticmethod
+    def backward(ctx, ggb):
+        return ggb.reshape(1, -1, 1, 1).expand(ctx.shape), None
+
+    @staticmethod
+    def jvp(ctx, dgy, _):
+        return ops.conv_transpose2d_grad_bias(dgy)
 
 
-def _grad_bias_backward(ctx, ggb):
-    return ggb.reshape(1, -1, 1, 1).expand(ctx.shape)
+# ---- the Autograd kernels -------------------------------------------------------------------------------
+def _differentiating(args):
+    """Whether this call must record a backward or carry a tangent (see the module docstring)."""
+    if torch.is_grad_enabled() and torch._C._any_requires_grad(*args):
+        return True
+    return torch._C._is_fwd_grad_enabled() and fwAD._current_level >= 0
 
 
-torch.library.register_autograd("deconv_ext::conv_transpose2d", _forward_backward, setup_context=_forward_setup)
-torch.library.register_autograd("deconv_ext::conv_transpose2d_grad_input", _grad_input_backward,
-                                setup_context=_grad_input_setup)
-torch.library.register_autograd("deconv_ext::conv_transpose2d_grad_weight", _grad_weight_backward,
-                                setup_context=_grad_weight_setup)
-torch.library.register_autograd("deconv_ext::conv_transpose2d_grad_bias", _grad_bias_backward,
-                                setup_context=_grad_bias_setup)
+def _autograd_kernel(op, function):
+    def kernel(keyset, *args):
+        if _differentiating(args):
+            with enable_single_level_autograd_function():
+                return function.apply(*args, _Call(keyset, torch.is_grad_enabled(),
+                                                   torch._C._is_fwd_grad_enabled()))
+        return _below_autograd(op, keyset, *args)
+    return kernel
+
+
+_lib = torch.library.Library("deconv_ext", "IMPL")  # held: dropping it would unregister the kernels
+for _name, _function in (("conv_transpose2d", ConvTranspose2dFn), ("conv_transpose2d_grad_input", GradInputFn),
+                         ("conv_transpose2d_grad_weight", GradWeightFn),
+                         ("conv_transpose2d_grad_bias", GradBiasFn)):
+    _lib.impl(_name, _autograd_kernel(getattr(ops, _name).default, _function), "Autograd", with_keyset=True)
