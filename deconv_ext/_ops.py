@@ -233,3 +233,32 @@ for _name, _function in (("conv_transpose2d", ConvTranspose2dFn), ("conv_transpo
                          ("conv_transpose2d_grad_weight", GradWeightFn),
                          ("conv_transpose2d_grad_bias", GradBiasFn)):
     _lib.impl(_name, _autograd_kernel(getattr(ops, _name).default, _function), "Autograd", with_keyset=True)
+
+
+# ---- ONNX: the standard ConvTranspose node ---------------------------------------------------------------
+# ONNX has this op (ConvTranspose), so both exporters emit it, with every attribute, from the op itself:
+#   dynamo exporter      a decomposition into aten.convolution(transposed=True), which torchlib translates. It
+#                        sits in torch._decomp's global table, which the ONNX exporter consults for ops it has
+#                        no translation for; torch.export's and inductor's default tables are curated lists of
+#                        aten ops, so they keep running our kernel.
+#   TorchScript exporter a symbolic function for the traced deconv_ext::conv_transpose2d node.
+@torch._decomp.register_decomposition(ops.conv_transpose2d.default)
+def _as_aten_convolution(x, w, b, stride, padding, output_padding, groups, dilation):
+    return torch.ops.aten.convolution.default(x, w, b, stride, padding, dilation, True, output_padding, groups)
+
+
+def _onnx_symbolic(g, x, w, b, stride, padding, output_padding, groups, dilation):
+    from torch.onnx import symbolic_helper as sh
+
+    stride, padding, output_padding, dilation = (sh._get_const(v, "is", name) for v, name in (
+        (stride, "stride"), (padding, "padding"), (output_padding, "output_padding"), (dilation, "dilation")))
+    inputs = (x, w) if sh._is_none(b) else (x, w, b)
+    kernel_shape = sh._get_tensor_sizes(w)[2:]
+    attrs = dict(strides_i=stride, pads_i=padding + padding, output_padding_i=output_padding,
+                 dilations_i=dilation, group_i=sh._get_const(groups, "i", "groups"))
+    if kernel_shape and None not in kernel_shape:
+        attrs["kernel_shape_i"] = kernel_shape
+    return g.op("ConvTranspose", *inputs, **attrs)
+
+
+torch.onnx.register_custom_op_symbolic("deconv_ext::conv_transpose2d", _onnx_symbolic, 9)
