@@ -87,8 +87,8 @@ def _sum(terms):
 class ConvTranspose2dFn(_SingleLevelFunction):
     @staticmethod
     def forward(x, w, b, stride, padding, output_padding, groups, dilation, call):
-        return _forward(ops.conv_transpose2d.default, call, x, w, b, stride, padding, output_padding,
-                               groups, dilation)
+        return _forward(ops.conv_transpose2d.default, call, x, w, b, stride, padding, output_padding, groups,
+                        dilation)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -127,8 +127,8 @@ class ConvTranspose2dFn(_SingleLevelFunction):
 class GradInputFn(_SingleLevelFunction):
     @staticmethod
     def forward(gy, w, stride, padding, output_padding, groups, dilation, call):
-        return _forward(ops.conv_transpose2d_grad_input.default, call, gy, w, stride, padding,
-                               output_padding, groups, dilation)
+        return _forward(ops.conv_transpose2d_grad_input.default, call, gy, w, stride, padding, output_padding,
+                        groups, dilation)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -161,8 +161,8 @@ class GradInputFn(_SingleLevelFunction):
 class GradWeightFn(_SingleLevelFunction):
     @staticmethod
     def forward(gy, x, kernel_size, stride, padding, output_padding, groups, dilation, call):
-        return _forward(ops.conv_transpose2d_grad_weight.default, call, gy, x, kernel_size, stride,
-                               padding, output_padding, groups, dilation)
+        return _forward(ops.conv_transpose2d_grad_weight.default, call, gy, x, kernel_size, stride, padding,
+                        output_padding, groups, dilation)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
