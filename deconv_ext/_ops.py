@@ -26,7 +26,8 @@ enable_single_level_autograd_function() records at this level only, which is how
 per-level Functions run (torch/_functorch/autograd_function.py); the lower levels are reached by the
 redispatch in forward, with the caller's grad modes restored (autograd.Function turns them off), so
 nested transforms (hessian, jacfwd(jacrev), vmap(grad)) record at every level.
-torch.func.vmap reaches the op before autograd and takes functorch's batched fallback (a loop).
+torch.func.vmap reaches the op before autograd: each op has a batching rule (register_vmap) that makes one call
+of the same op for the whole batch (below), so vmap(grad(...)) per-sample gradients are one call per op too.
 
 The kernel applies the Function when grad mode is on and an input requires grad, or when a forward-AD dual
 level is active and forward grad mode is on; so under forward AD the Function always runs, its jvp handles
@@ -233,6 +234,84 @@ for _name, _function in (("conv_transpose2d", ConvTranspose2dFn), ("conv_transpo
                          ("conv_transpose2d_grad_weight", GradWeightFn),
                          ("conv_transpose2d_grad_bias", GradBiasFn)):
     _lib.impl(_name, _autograd_kernel(getattr(ops, _name).default, _function), "Autograd", with_keyset=True)
+
+
+# ---- vmap: batching rules -----------------------------------------------------------------------------------
+# One call of the same op for the whole vmapped batch B, instead of functorch's fallback (B calls). A batch on the
+# data tensors only folds into N. A batch on the weight (or on both) becomes B times the groups: channels
+# (N, B*C, ...) and weight (B*C_in, ...) with groups B*g keep sample b's channels in groups b*g ... b*g + g - 1,
+# so the groups do not mix samples; a tensor not batched is repeated along its channels to match.
+def _front(t, bdim):
+    return t if bdim is None else t.movedim(bdim, 0)
+
+
+def _fold(t):
+    """(B, N, ...) -> (B*N, ...)."""
+    return t.reshape(t.shape[0] * t.shape[1], *t.shape[2:])
+
+
+def _into_channels(t, bdim, batch_size):
+    """(B, N, C, H, W) -> (N, B*C, H, W) if batched, else (N, C, H, W) repeated B times along C."""
+    if bdim is None:
+        return t.repeat(1, batch_size, 1, 1)
+    t = t.movedim(bdim, 1)
+    return t.reshape(t.shape[0], t.shape[1] * t.shape[2], *t.shape[3:])
+
+
+def _out_of_channels(t, batch_size):
+    """(N, B*C, H, W) -> (N, B, C, H, W): the batch at dim 1."""
+    return t.reshape(t.shape[0], batch_size, t.shape[1] // batch_size, *t.shape[2:])
+
+
+def _vmap_conv_transpose2d(info, in_dims, x, w, b, stride, padding, output_padding, groups, dilation):
+    x_bdim, w_bdim, b_bdim = in_dims[:3]
+    B = info.batch_size
+    if w_bdim is None:
+        if x_bdim is None:  # only the bias is batched
+            y = ops.conv_transpose2d(x, w, None, stride, padding, output_padding, groups, dilation)
+            return _front(b, b_bdim).reshape(B, 1, -1, 1, 1) + y, 0
+        x = _front(x, x_bdim)
+        y = ops.conv_transpose2d(_fold(x), w, b if b_bdim is None else None, stride, padding, output_padding,
+                                 groups, dilation)
+        y = y.reshape(B, x.shape[1], *y.shape[1:])
+        return (y if b_bdim is None else y + _front(b, b_bdim).reshape(B, 1, -1, 1, 1)), 0
+    w = _front(w, w_bdim)
+    bias = None if b is None else (b.repeat(B) if b_bdim is None else _front(b, b_bdim).reshape(-1))
+    y = ops.conv_transpose2d(_into_channels(x, x_bdim, B), w.reshape(-1, *w.shape[2:]), bias, stride, padding,
+                             output_padding, groups * B, dilation)
+    return _out_of_channels(y, B), 1
+
+
+def _vmap_grad_input(info, in_dims, gy, w, stride, padding, output_padding, groups, dilation):
+    gy_bdim, w_bdim = in_dims[:2]
+    B = info.batch_size
+    if w_bdim is None:
+        gy = _front(gy, gy_bdim)
+        gx = ops.conv_transpose2d_grad_input(_fold(gy), w, stride, padding, output_padding, groups, dilation)
+        return gx.reshape(B, gy.shape[1], *gx.shape[1:]), 0
+    w = _front(w, w_bdim)
+    gx = ops.conv_transpose2d_grad_input(_into_channels(gy, gy_bdim, B), w.reshape(-1, *w.shape[2:]), stride,
+                                         padding, output_padding, groups * B, dilation)
+    return _out_of_channels(gx, B), 1
+
+
+def _vmap_grad_weight(info, in_dims, gy, x, kernel_size, stride, padding, output_padding, groups, dilation):
+    gy_bdim, x_bdim = in_dims[:2]
+    B = info.batch_size
+    gw = ops.conv_transpose2d_grad_weight(_into_channels(gy, gy_bdim, B), _into_channels(x, x_bdim, B),
+                                          kernel_size, stride, padding, output_padding, groups * B, dilation)
+    return gw.reshape(B, gw.shape[0] // B, *gw.shape[1:]), 0
+
+
+def _vmap_grad_bias(info, in_dims, gy):
+    gb = ops.conv_transpose2d_grad_bias(_into_channels(gy, in_dims[0], info.batch_size))
+    return gb.reshape(info.batch_size, -1), 0
+
+
+for _name, _rule in (("conv_transpose2d", _vmap_conv_transpose2d), ("conv_transpose2d_grad_input", _vmap_grad_input),
+                     ("conv_transpose2d_grad_weight", _vmap_grad_weight),
+                     ("conv_transpose2d_grad_bias", _vmap_grad_bias)):
+    torch.library.register_vmap(f"deconv_ext::{_name}", _rule, lib=_lib)
 
 
 # ---- ONNX: the standard ConvTranspose node ---------------------------------------------------------------

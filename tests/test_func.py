@@ -1,7 +1,5 @@
 """Forward-mode AD and torch.func (jvp, jacfwd, jacrev, hessian, grad, vmap, per-sample gradients) against
 F.conv_transpose2d on the same calls, in float64; and forward AD of every op against numerical derivatives."""
-import warnings
-
 import pytest
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -32,11 +30,15 @@ def _case(case, bias=True):
 
 
 @pytest.fixture(autouse=True)
-def _quiet_batching_fallback():
-    # vmap of the ops runs functorch's per-sample fallback, which warns about its speed on every call
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="There is a performance drop")
+def _no_batching_fallback():
+    """Every op under vmap (also inside jacrev, hessian, per-sample gradients) must take its batching rule:
+    with functorch's per-op loop turned off, a missing rule raises."""
+    was = torch._C._functorch._is_vmap_fallback_enabled()
+    torch._C._functorch._set_vmap_fallback_enabled(False)
+    try:
         yield
+    finally:
+        torch._C._functorch._set_vmap_fallback_enabled(was)
 
 
 def _both(fn_of_conv):
@@ -153,9 +155,21 @@ def test_per_sample_gradients(case):
 def test_vmap_over_input_weight_and_bias(case):
     x, w, b, params = _case(case)
     xs, ws, bs = torch.stack([x, -x, 2 * x]), torch.stack([w, w.flip(-1), 3 * w]), torch.stack([b, -b, b * b])
-    for in_dims in ((0, None, None), (None, 0, None), (None, None, 0), (0, 0, 0)):
-        args = [one if d is None else many for d, one, many in zip(in_dims, (x, w, b), (xs, ws, bs))]
+    for in_dims in ((0, None, None), (None, 0, None), (None, None, 0), (0, 0, 0), (1, 2, None), (None, 1, 0)):
+        args = [one if d is None else many.movedim(0, d) for d, one, many in zip(in_dims, (x, w, b), (xs, ws, bs))]
         _assert_close_tree(*_both(lambda conv: vmap(lambda *a: conv(*a, **params), in_dims=in_dims)(*args)))
+
+
+def test_grad_of_vmap_and_vmap_of_vmap():
+    x, w, b, params = _case(CASES[3])
+    xs, ws = torch.stack([x, -x, 2 * x]), torch.stack([w, 3 * w])
+
+    def run(conv):
+        f = lambda x, w: conv(x, w, b, **params)  # noqa: E731
+        g = grad(lambda ws: vmap(f, in_dims=(None, 0))(x, ws).sin().sum())(ws)
+        return g, vmap(vmap(f, in_dims=(None, 0)), in_dims=(0, None))(xs, ws)
+
+    _assert_close_tree(*_both(run))
 
 
 def test_vmap_of_jvp_and_jvp_of_vmap():
