@@ -8,18 +8,26 @@ from . import _ops
 __all__ = ["conv_transpose2d"]
 
 
+def _is_int(value):
+    # 0-d integer tensors too: under torch.jit.trace (and so the TorchScript ONNX exporter) sizes are traced as
+    # tensors, so the layer's output_padding computed from output_size comes as a list of them.
+    if isinstance(value, torch.Tensor):
+        return value.dim() == 0 and not value.is_floating_point() and not value.is_complex() \
+            and value.dtype != torch.bool
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _pair(value, name):
     """An int or a pair of ints -> (int, int); anything else is a TypeError naming the argument."""
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+    if _is_int(value):
         return (int(value), int(value))
-    if isinstance(value, (tuple, list, torch.Size)) and len(value) == 2 and all(
-            isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value):
+    if isinstance(value, (tuple, list, torch.Size)) and len(value) == 2 and all(_is_int(v) for v in value):
         return (int(value[0]), int(value[1]))
     raise TypeError(f"conv_transpose2d: expected {name} to be an int or a pair of ints, got {value!r}")
 
 
 def _int(value, name):
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+    if _is_int(value):
         return int(value)
     raise TypeError(f"conv_transpose2d: expected {name} to be an int, got {value!r}")
 

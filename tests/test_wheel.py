@@ -1,5 +1,6 @@
 """Release wheels: the version tag, the build record and its import check, and a CPU wheel built with
-scripts/build_wheel.sh, installed into a fresh virtual environment and run there.
+scripts/build_wheel.sh, installed into a fresh, isolated virtual environment (seeing only the wheel's declared
+dependencies, as installed for the running interpreter) and run there.
 
 The wheel test compiles the library (~1-2 minutes on 2 cores); it is marked `wheel` (and `slow`), so CI can
 run it alone (`python -m pytest -m wheel`) or leave it out (`-m "not wheel"`).
@@ -142,17 +143,62 @@ def cpu_wheel(tmp_path_factory):
     return wheels[0]
 
 
+def _dependency_closure(requirements):
+    """The installed distributions that ``requirements`` (Requires-Dist strings) need, transitively, with
+    their markers evaluated for this interpreter; by canonical name."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    found, todo = {}, list(requirements)
+    while todo:
+        req = Requirement(todo.pop())
+        name = canonicalize_name(req.name)
+        if name in found or (req.marker is not None and not req.marker.evaluate({"extra": ""})):
+            continue
+        try:
+            found[name] = metadata.distribution(req.name)
+        except metadata.PackageNotFoundError:
+            pytest.fail(f"{req.name}, which the wheel needs (through {requirements}), is not installed here")
+        todo.extend(found[name].requires or [])
+    return found
+
+
+def _link_dependencies(wheel, target):
+    """Symlink into ``target`` the top-level packages (and dist-info) of the wheel's runtime dependencies as
+    installed for this interpreter: torch and what it needs, numpy, pillow, ... and nothing else."""
+    with zipfile.ZipFile(wheel) as z:
+        [meta] = [n for n in z.namelist() if n.endswith(".dist-info/METADATA")]
+        requires = [line.split(":", 1)[1].strip() for line in z.read(meta).decode().splitlines()
+                    if line.startswith("Requires-Dist:")]
+    assert any(r.split()[0] == "torch" for r in requires), requires
+    target.mkdir()
+    for name, dist in _dependency_closure(requires).items():
+        assert dist.files is not None, f"{name} has no RECORD: cannot tell its files"
+        for top in {f.parts[0] for f in dist.files} - {"..", "__pycache__"}:
+            source = dist.locate_file(top)
+            if os.path.exists(source) and not (target / top).exists():
+                (target / top).symlink_to(source)
+
+
 @pytest.fixture(scope="module")
 def venv(cpu_wheel, tmp_path_factory):
-    """A fresh venv holding the wheel. It sees the system's torch (--system-site-packages), so the wheel must
-    win over any deconv_ext installed there (e.g. an editable install of a checkout): checked by __file__."""
+    """A fresh venv holding the wheel. It must see this interpreter's torch even when the tests run inside a
+    virtual environment (whose packages a --system-site-packages venv would not see: it sees the *base*
+    interpreter's), and nothing that could hide a bug: not this checkout, not a deconv_ext installed here,
+    not a package the wheel does not declare. So the venv is isolated, and a .pth file adds one folder of
+    symlinks to the wheel's declared dependencies (transitively) as installed here."""
     tmp = tmp_path_factory.mktemp("venv")
     venv = tmp / "venv"
-    _run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)])
+    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
     python = venv / "bin" / "python"
-    # The outer pip, run by the venv's interpreter, installs into the venv.
-    _run([str(python), "-m", "pip", "install", "--no-deps", "--no-index", "--disable-pip-version-check",
-          str(cpu_wheel)], cwd=tmp)
+    [site_packages] = venv.glob("lib/python*/site-packages")
+    _link_dependencies(cpu_wheel, tmp / "dependencies")
+    (site_packages / "_wheel_test_dependencies.pth").write_text(str(tmp / "dependencies") + "\n")
+    # This interpreter's pip installs into the venv's interpreter (pip >= 22.3: --python).
+    _run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index",
+          "--disable-pip-version-check", str(cpu_wheel)], cwd=tmp)
     return venv
 
 
@@ -199,9 +245,12 @@ def test_cpu_wheel_name_and_abi(cpu_wheel):
 @pytest.mark.slow
 def test_cpu_wheel_runs_in_fresh_venv(venv):
     out = _venv_python(venv, f"""
-        import sys, torch, torch.nn.functional as F
+        import importlib.util, sys, torch, torch.nn.functional as F
         import deconv_ext
         assert deconv_ext.__file__.startswith({str(venv)!r}), deconv_ext.__file__
+        # isolated: torch comes from the dependency folder, and what the wheel does not declare is not there
+        assert torch.__file__.startswith({str(venv.parent / "dependencies")!r}), torch.__file__
+        assert importlib.util.find_spec("pytest") is None
         assert sys.modules["deconv_ext._C"].__file__.startswith({str(venv)!r})
         torch.manual_seed(0)
         x, w, b = torch.randn(2, 4, 5, 6), torch.randn(4, 3, 3, 2), torch.randn(6)
