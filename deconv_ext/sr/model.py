@@ -10,7 +10,7 @@ The deconvolution output is (H-1)*scale - 8 + 9 + scale-1 = scale*H: exactly sca
 Only the deconvolution depends on the scale, so a model trained for one scale can seed another.
 
 Mean shift (`center`, a buffer saved with the weights): the body reads x - center and the deconvolution's
-output gets + center, the fixed input/output normalisation of EDSR's MeanShift or VDSR. Away from borders
+output gets + center (a fixed input/output normalisation like EDSR's MeanShift). Away from borders
 it is only a reparametrisation (the first layer's and the deconvolution's biases could absorb it), but it makes
 the zero padding of every layer mean "grey" instead of "black": without it, on small training patches most
 output pixels sit near an artificial 0.45-high edge at the patch border, and the body's first layer carries a
