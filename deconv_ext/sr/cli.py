@@ -54,6 +54,20 @@ def _add_train(p):
     p.add_argument("--log-every", type=int, default=100, help="append to OUT/train.log every N steps (default 100)")
     p.add_argument("--eval-every", type=int, default=1000,
                    help="held-out Y-PSNR in the log every N steps, 0 = never (default 1000)")
+    p.add_argument("--heldout-data", default=None, metavar="DIR",
+                   help="extra held-out images for the in-training PSNR (never trained on; default: none)")
+    p.add_argument("--shrinks", default="1", metavar="F,F,...",
+                   help="scale augmentation: also use every training image shrunk by these factors "
+                        "(paper: 1,0.9,0.8,0.7,0.6; default 1 = none)")
+    p.add_argument("--center", type=float, default=0.5,
+                   help="the model's mean shift: the body sees Y/255 - CENTER (0 = the network without it; "
+                        "default 0.5)")
+    p.add_argument("--adam-eps", type=float, default=1e-8, help="Adam's epsilon (default 1e-8)")
+    p.add_argument("--deconv-init-std", type=float, default=None,
+                   help="std of the deconvolution's Gaussian init (default: the model's, the paper's 0.001)")
+    p.add_argument("--diag-every", type=int, default=0, metavar="N",
+                   help="every N steps log per-layer gradient norm, update/weight ratio, drift and Adam "
+                        "sqrt(v)/eps to train.log ('diag' lines; 0 = never, default)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--check-ddp-sync", action="store_true",
                    help="under torchrun: verify at the end that all ranks hold identical weights")

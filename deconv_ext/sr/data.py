@@ -16,7 +16,8 @@ from PIL import Image
 from skimage import color
 
 __all__ = ["TRAIN_IMAGES", "HELDOUT_IMAGES", "rgb_to_ycbcr", "ycbcr_to_rgb", "load_image", "skimage_image",
-           "list_images", "crop_to_multiple", "downscale", "bicubic_upscale", "make_pair", "PatchSampler"]
+           "list_images", "crop_to_multiple", "downscale", "shrink", "bicubic_upscale", "make_pair", "PatchSampler",
+           "PAPER_SHRINKS"]
 
 # The photographs that ship inside scikit-image (no download). The split is fixed: held-out images are
 # never used for training; they are the default evaluation set. The two motorcycle views show the same
@@ -25,6 +26,9 @@ __all__ = ["TRAIN_IMAGES", "HELDOUT_IMAGES", "rgb_to_ycbcr", "ycbcr_to_rgb", "lo
 TRAIN_IMAGES = ("astronaut", "camera", "coins", "moon", "brick", "grass", "gravel", "hubble_deep_field", "ihc",
                 "motorcycle_left", "motorcycle_right", "retina", "cell")
 HELDOUT_IMAGES = ("chelsea", "coffee", "rocket")
+
+# FSRCNN's scale augmentation: every HR photo is also used shrunk by these factors before pairs are made
+PAPER_SHRINKS = (1.0, 0.9, 0.8, 0.7, 0.6)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
 
@@ -83,6 +87,17 @@ def downscale(img, scale):
     return img.resize((w // scale, h // scale), Image.BICUBIC)
 
 
+def shrink(img, factor):
+    """PIL RGB image shrunk by a factor in (0, 1] (PIL bicubic, which widens its kernel when shrinking, i.e. is
+    antialiased like MATLAB's imresize); factor 1 returns the image unchanged."""
+    if not 0 < factor <= 1:
+        raise ValueError(f"shrink: expected a factor in (0, 1], got {factor}")
+    if factor == 1:
+        return img
+    w, h = img.size
+    return img.resize((max(1, round(w * factor)), max(1, round(h * factor))), Image.BICUBIC)
+
+
 def bicubic_upscale(plane, scale):
     """float (H, W) plane -> PIL bicubic (scale*H, scale*W) float32 plane (no 8-bit rounding)."""
     h, w = plane.shape
@@ -104,15 +119,20 @@ class PatchSampler:
     Each patch first picks an image uniformly (so large, mostly black images such as the Hubble field
     or the retina do not dominate), then a uniform position on the LR grid; the HR patch is the
     aligned scale x larger block. Deterministic given the seed (use seed + rank under DDP).
+
+    shrinks: scale augmentation (the paper's: PAPER_SHRINKS); every image is also used shrunk by each
+    factor (`shrink`) before its (HR, LR) pair is made, and each shrunk copy counts as one more image.
     """
 
-    def __init__(self, images, scale, lr_patch, seed=0):
+    def __init__(self, images, scale, lr_patch, seed=0, shrinks=(1.0,)):
         self.scale, self.lr_patch = scale, lr_patch
         self.pairs = []
         for img in images:
-            hr, lr = make_pair(img, scale)
-            if min(lr.shape) >= lr_patch:
-                self.pairs.append((hr, lr))
+            img = load_image(img)
+            for factor in shrinks:
+                hr, lr = make_pair(shrink(img, factor), scale)
+                if min(lr.shape) >= lr_patch:
+                    self.pairs.append((hr, lr))
         if not self.pairs:
             raise ValueError(f"no training image is at least {lr_patch * scale} px on each side")
         self.rng = np.random.default_rng(seed)

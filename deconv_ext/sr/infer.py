@@ -121,6 +121,9 @@ def load_checkpoint(path, model, *, init=False, resume=False):
                               f"pass --scale {saved_scale}" + (", or use --init to start from it" if resume else ""))
     if init:
         state = {k: v for k, v in state.items() if not k.startswith("deconv.")}
+        # weights from before the mean shift (no `center`) were trained without it: center = 0 (the model's own
+        # load hook does this when the deconvolution is present, i.e. for every non-init load)
+        state.setdefault("center", torch.tensor(0.0))
     try:
         missing, unexpected = model.load_state_dict(state, strict=not init)
     except RuntimeError as e:  # same (d, s, m) but other keys or shapes: a modified model

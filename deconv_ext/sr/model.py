@@ -8,8 +8,17 @@
 
 The deconvolution output is (H-1)*scale - 8 + 9 + scale-1 = scale*H: exactly scale x the input size.
 Only the deconvolution depends on the scale, so a model trained for one scale can seed another.
+
+Mean shift (`center`, a buffer saved with the weights): the body reads x - center and the deconvolution's
+output gets + center (a fixed input/output normalisation like EDSR's MeanShift). Away from borders
+it is only a reparametrisation (the first layer's and the deconvolution's biases could absorb it), but it makes
+the zero padding of every layer mean "grey" instead of "black": without it, on small training patches most
+output pixels sit near an artificial 0.45-high edge at the patch border, and the body's first layer carries a
+large DC component (TRAINING.md, "Why the body did not train"). State dicts without the buffer (the weights
+shipped before it existed) load with center = 0, i.e. exactly the old network.
 """
 
+import torch
 from torch import nn
 
 from ..nn import ConvTranspose2d
@@ -27,9 +36,9 @@ def _conv(c_in, c_out, k):
 
 
 class FSRCNN(nn.Module):
-    """FSRCNN(scale, d=56, s=12, m=4): one-channel (Y) LR image in [0, 1] -> scale x larger Y image."""
+    """FSRCNN(scale, d=56, s=12, m=4, center=0.5): one-channel (Y) LR image in [0, 1] -> scale x larger Y image."""
 
-    def __init__(self, scale, d=56, s=12, m=4):
+    def __init__(self, scale, d=56, s=12, m=4, center=0.5):
         super().__init__()
         if not (isinstance(scale, int) and scale >= 1):
             raise ValueError(f"FSRCNN: expected scale to be a positive int, got {scale!r}")
@@ -40,6 +49,7 @@ class FSRCNN(nn.Module):
         layers += _conv(s, d, 1)
         self.body = nn.Sequential(*layers)
         self.deconv = ConvTranspose2d(d, 1, 9, stride=scale, padding=4, output_padding=scale - 1)
+        self.register_buffer("center", torch.tensor(float(center)))
         self.reset_parameters()
 
     @classmethod
@@ -59,10 +69,17 @@ class FSRCNN(nn.Module):
         nn.init.zeros_(self.deconv.bias)
 
     def forward(self, x):
-        return self.deconv(self.body(x))
+        c = self.center.to(x.dtype)
+        return self.deconv(self.body(x - c)) + c
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # weights saved before the mean shift existed were trained without it: center = 0 reproduces them
+        if prefix + "center" not in state_dict and prefix + "deconv.weight" in state_dict:
+            state_dict[prefix + "center"] = torch.tensor(0.0)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self):
-        return f"scale={self.scale}, d={self.d}, s={self.s}, m={self.m}"
+        return f"scale={self.scale}, d={self.d}, s={self.s}, m={self.m}, center={self.center.item():g}"
 
 
 def num_parameters(model):

@@ -37,6 +37,65 @@ def _load_training_images(data_dir):
     return [srdata.skimage_image(n) for n in srdata.TRAIN_IMAGES]
 
 
+def _load_heldout(scale, data_dir):
+    """(name, (HR Y, LR Y)) for the in-training progress signal: the skimage held-out photographs, plus the
+    images of --heldout-data when given."""
+    named = [(n, srdata.skimage_image(n)) for n in srdata.HELDOUT_IMAGES]
+    if data_dir:
+        named += [(os.path.splitext(os.path.basename(p))[0], read_image(p)) for p in srdata.list_images(data_dir)]
+    return [(n, srdata.make_pair(img, scale)) for n, img in named]
+
+
+def _parse_shrinks(text):
+    factors = tuple(float(f) for f in str(text).split(",") if f.strip())
+    if not factors or not all(0 < f <= 1 for f in factors):
+        raise ValueError(f"--shrinks: expected comma-separated factors in (0, 1], got {text!r}")
+    return factors
+
+
+class Diagnostics:
+    """Per-layer optimisation health, one `diag` line per weight tensor every --diag-every steps:
+
+    |g|      gradient norm of the loss (unscaled, i.e. after GradScaler.unscale_)
+    upd/w    ||w_after - w_before|| / ||w_before|| of this optimiser step (Adam moves every element by about
+             lr * m / (sqrt(v) + eps), so upd/w ~ lr / typical |w| when the gradient's sign is consistent)
+    drift    ||w - w_start|| / ||w_start||, w_start = the weights when this process started
+    sqrt(v)/eps  median over the tensor of Adam's bias-corrected sqrt(v) divided by eps: when this is near 1 or
+             below, eps (not the gradient) sets the step size and the layer is effectively frozen
+    """
+
+    def __init__(self, model, opt, every):
+        self.opt, self.every = opt, every
+        self.params = [(n, p) for n, p in model.named_parameters() if p.dim() > 1]
+        self.start = {n: p.detach().clone() for n, p in self.params}
+        self.before = None
+
+    def due(self, step):
+        return self.every and step % self.every == 0
+
+    def snapshot(self):
+        self.before = {n: p.detach().clone() for n, p in self.params}
+
+    def lines(self, step):
+        out = []
+        for n, p in self.params:
+            w0, w = self.before[n], p.detach()
+            g = p.grad.norm().item() if p.grad is not None else float("nan")
+            state = self.opt.state.get(p, {})
+            ratio = float("nan")
+            if "exp_avg_sq" in state:
+                group = next(gr for gr in self.opt.param_groups if any(q is p for q in gr["params"]))
+                t = float(state["step"])
+                v_hat = state["exp_avg_sq"] / (1 - group["betas"][1] ** t)
+                ratio = (v_hat.sqrt().median() / group["eps"]).item()
+            out.append(f"diag step {step} {n:<16} |w| {w.norm().item():.3e} |g| {g:.3e} "
+                       f"upd/w {(w - w0).norm().item() / max(w0.norm().item(), 1e-30):.2e} "
+                       f"drift {(w - self.start[n]).norm().item() / max(self.start[n].norm().item(), 1e-30):.3f} "
+                       f"sqrt(v)/eps {ratio:.2e}")
+        self.before = None
+        return out
+
+
 def _param_groups(model, lr, deconv_lr_mult):
     deconv = [p for n, p in model.named_parameters() if n.startswith("deconv.")]
     body = [p for n, p in model.named_parameters() if not n.startswith("deconv.")]
@@ -74,14 +133,17 @@ def train(args):
     per_rank_batch = args.batch // world
 
     torch.manual_seed(args.seed)  # same initial weights on every rank (DDP also broadcasts them)
-    model = FSRCNN(args.scale, *PRESETS[args.preset]).to(device)
+    model = FSRCNN(args.scale, *PRESETS[args.preset], center=args.center).to(device)
     if args.init:  # every layer but the scale-specific deconvolution (the paper's fine-tuning recipe)
         load_checkpoint(args.init, model, init=True)
-    opt = torch.optim.Adam(_param_groups(model, args.lr, args.deconv_lr_mult))
+    if args.deconv_init_std is not None:
+        nn.init.normal_(model.deconv.weight, 0.0, args.deconv_init_std)
+    opt = torch.optim.Adam(_param_groups(model, args.lr, args.deconv_lr_mult), eps=args.adam_eps)
     use_amp = device.type == "cuda" and not args.no_amp
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     sampler = srdata.PatchSampler(_load_training_images(args.data), args.scale, args.patch,
-                                  seed=args.seed * 1000 + rank)  # per-rank seeded patch stream
+                                  seed=args.seed * 1000 + rank,  # per-rank seeded patch stream
+                                  shrinks=_parse_shrinks(args.shrinks))
 
     os.makedirs(args.out, exist_ok=True)
     latest = os.path.join(args.out, "latest.pt")
@@ -90,6 +152,8 @@ def train(args):
         path = latest if args.resume == "auto" else args.resume
         ckpt = load_checkpoint(path, model, resume=True)
         opt.load_state_dict(ckpt["optimizer"])
+        for group in opt.param_groups:
+            group["eps"] = args.adam_eps  # the command line's --adam-eps wins over the saved one
         for group, fresh in zip(opt.param_groups, _param_groups(model, args.lr, args.deconv_lr_mult)):
             group["base_lr"] = fresh["base_lr"]  # the command line's --lr / --deconv-lr-mult win over the saved ones
         scaler.load_state_dict(ckpt["scaler"])
@@ -104,8 +168,8 @@ def train(args):
 
     net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if distributed else model
-    heldout = [srdata.make_pair(srdata.skimage_image(n), args.scale) for n in srdata.HELDOUT_IMAGES] \
-        if is_main and args.eval_every else []
+    heldout = _load_heldout(args.scale, args.heldout_data) if is_main and args.eval_every else []
+    diag = Diagnostics(model, opt, args.diag_every) if is_main and args.diag_every else None
     log = open(os.path.join(args.out, "train.log"), "a") if is_main else None
 
     def save(path):
@@ -145,6 +209,10 @@ def train(args):
         loss = nn.functional.mse_loss(out.float(), y)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+        diag_now = diag is not None and diag.due(step + 1)
+        if diag_now:
+            scaler.unscale_(opt)  # so that |g| is the loss's own gradient (a no-op without AMP)
+            diag.snapshot()
         scaler.step(opt)
         scaler.update()
         step += 1
@@ -160,10 +228,17 @@ def train(args):
                   f"elapsed {time.time() - t0:.0f}s"
             if heldout and (step % args.eval_every == 0 or last):
                 model.eval()
-                msg += f" heldout_psnr {heldout_psnr(model, heldout):.3f}"
+                k = len(srdata.HELDOUT_IMAGES)  # heldout_psnr: the skimage three, comparable with older logs
+                msg += f" heldout_psnr {heldout_psnr(model, [p for _, p in heldout[:k]]):.3f}"
+                if len(heldout) > k:  # then the mean over --heldout-data and each of its images
+                    msg += f" heldout_data_psnr {heldout_psnr(model, [p for _, p in heldout[k:]]):.3f} [" + \
+                           " ".join(f"{n}:{heldout_psnr(model, [p]):.2f}" for n, p in heldout[k:]) + "]"
                 model.train()
             say(msg)
             run_loss, run_n = 0.0, 0
+        if diag_now:
+            for line in diag.lines(step):
+                say(line)
         if args.ckpt_every and step % args.ckpt_every == 0 and not last:
             save(latest)
     if bar is not None:
