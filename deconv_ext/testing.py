@@ -1,7 +1,7 @@
 """One test-case type, one list of named cases and one comparison with PyTorch, for every check of the op.
 
-The test suite, the CUDA emulator (tools/cuda_emulation), the sanitizer and determinism scripts and both
-benchmarks draw their cases from here, and judge results with `Reference`:
+The test suite, the CUDA emulator (tools/cuda_emulation), the sanitizer and determinism scripts and the
+benchmark (`deconv-ext bench`, CPU and CUDA) draw their cases from here, and judge results with `Reference`:
 
     case = Case("fsrcnn", N=2, C_in=56, C_out=1, H=6, W=7, kernel=9, stride=3, padding=4, output_padding=2)
     x, w, b, gy = case.tensors(torch.float32)
@@ -30,7 +30,7 @@ import random
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Case", "Reference", "run_ops", "random_cases", "GRID", "BENCH", "BENCH_QUICK", "BENCH_MEMORY",
+__all__ = ["Case", "Reference", "run_ops", "random_cases", "GRID", "BENCH", "BENCH_GPU", "BENCH_QUICK", "BENCH_MEMORY",
            "UNIT_ROUNDOFF", "OPS"]
 
 OPS = ("forward", "grad_input", "grad_weight", "grad_bias")
@@ -188,27 +188,29 @@ class Reference:
                                   "grad_input": w64.shape[1] * kh * kw, "grad_weight": max(1, N * H * W),
                                   "grad_bias": max(1, gy64.numel() // max(1, gy64.shape[1]))}
 
-    def tolerance(self, op, dtype, acc_dtype=None):
-        """Per-element allowed error of `op` computed in `dtype` (see the module docstring)."""
+    def tolerance(self, op, dtype, acc_dtype=None, input_roundoff=0.0):
+        """Per-element allowed error of `op` computed in `dtype` (see the module docstring). A kernel that
+        rounds its inputs itself (TF32: input_roundoff = 2**-11) also gets that rounding's worst case,
+        2 * input_roundoff * m (each product's two factors rounded once)."""
         if acc_dtype is None:
             acc_dtype = torch.float64 if dtype == torch.float64 else torch.float32
         k = self.reduction_lengths[op]
         return (UNIT_ROUNDOFF[dtype] * self.values[op].abs()
-                + TOLERANCE_C * math.sqrt(k) * UNIT_ROUNDOFF[acc_dtype] * self.magnitudes[op]
+                + (TOLERANCE_C * math.sqrt(k) * UNIT_ROUNDOFF[acc_dtype] + 2 * input_roundoff) * self.magnitudes[op]
                 + SUBNORMAL_HALF_SPACING[dtype])
 
-    def error_ratio(self, op, actual, acc_dtype=None):
+    def error_ratio(self, op, actual, acc_dtype=None, input_roundoff=0.0):
         """max |actual - exact| / tolerance (<= 1 passes); 0 for empty results."""
         if actual.numel() == 0:
             return 0.0
         err = (actual.detach().to("cpu", torch.float64) - self.values[op]).abs()
-        return (err / self.tolerance(op, actual.dtype, acc_dtype)).max().item()
+        return (err / self.tolerance(op, actual.dtype, acc_dtype, input_roundoff)).max().item()
 
-    def check(self, op, actual, acc_dtype=None, context=""):
+    def check(self, op, actual, acc_dtype=None, context="", input_roundoff=0.0):
         want = self.values[op]
         assert tuple(actual.shape) == tuple(want.shape), \
             f"{op}{context}: shape {tuple(actual.shape)}, expected {tuple(want.shape)}"
-        ratio = self.error_ratio(op, actual, acc_dtype)
+        ratio = self.error_ratio(op, actual, acc_dtype, input_roundoff)
         if not ratio <= 1.0:  # also catches NaN
             err = (actual.detach().to("cpu", torch.float64) - want).abs()
             idx = tuple(int(i) for i in torch.unravel_index(err.argmax(), err.shape))
@@ -275,7 +277,7 @@ GRID = [
     Case("batch0", 0, 4, 6, 5, 5, 3, stride=2, padding=1, output_padding=1, groups=2),
 ]
 
-# The benchmark shapes (CPU and GPU benchmarks alike). Group "sr": the super-resolution last layers.
+# The benchmark shapes of `deconv-ext bench --device cpu`. Group "sr": the super-resolution last layers.
 BENCH = [
     # FSRCNN last layer (d=56 -> 1, k9, stride=scale, padding 4, output_padding scale-1), 256x256 LR input
     Case("fsrcnn_x2", 1, 56, 1, 256, 256, 9, 2, 4, 1, group="sr"),
@@ -296,6 +298,27 @@ BENCH = [
     Case("k3s1", 4, 64, 64, 32, 32, 3, 1, 1, group="other"),
     Case("depthwise", 4, 64, 64, 64, 64, 4, 2, 1, groups=64, group="other"),
     Case("dilated", 4, 64, 64, 32, 32, 3, 1, 2, dilation=2, group="other"),
+]
+# The shapes of `deconv-ext bench --device cuda`: GPU-sized batches and images. Names say what each is:
+# layer, C_in_C_out, input HxW, batch.
+BENCH_GPU = [
+    # FSRCNN last layer (d=56 -> 1, k9, stride=scale, padding 4, output_padding scale-1) on a whole LR image
+    # (400x480, batch 1: inference) and on training batches of 16 96x96 patches
+    Case("fsrcnn_x2_400x480_b1", 1, 56, 1, 400, 480, 9, 2, 4, 1, group="sr"),
+    Case("fsrcnn_x3_400x480_b1", 1, 56, 1, 400, 480, 9, 3, 4, 2, group="sr"),
+    Case("fsrcnn_x4_400x480_b1", 1, 56, 1, 400, 480, 9, 4, 4, 3, group="sr"),
+    Case("fsrcnn_x2_96x96_b16", 16, 56, 1, 96, 96, 9, 2, 4, 1, group="sr"),
+    Case("fsrcnn_x3_96x96_b16", 16, 56, 1, 96, 96, 9, 3, 4, 2, group="sr"),
+    Case("fsrcnn_x4_96x96_b16", 16, 56, 1, 96, 96, 9, 4, 4, 3, group="sr"),
+    # RGB output (64 -> 3, k9 s2 p4 op1) on a whole LR image
+    Case("rgb_k9s2_64_3_400x480_b1", 1, 64, 3, 400, 480, 9, 2, 4, 1, group="sr"),
+    # DCGAN generator layers (k4 s2 p1), batch 64
+    Case("dcgan_1024_512_4x4_b64", 64, 1024, 512, 4, 4, 4, 2, 1, group="other"),
+    Case("dcgan_256_128_16x16_b64", 64, 256, 128, 16, 16, 4, 2, 1, group="other"),
+    # U-Net 2x upsampling (k2 s2), a decoder k3 s2 p1 op1, and 3x3 stride 1 (ResNet-sized 56x56), batch 8
+    Case("unet_k2s2_512_256_32x32_b8", 8, 512, 256, 32, 32, 2, 2, 0, group="other"),
+    Case("decoder_k3s2_128_64_64x64_b8", 8, 128, 64, 64, 64, 3, 2, 1, 1, group="other"),
+    Case("k3s1_128_128_56x56_b8", 8, 128, 128, 56, 56, 3, 1, 1, group="other"),
 ]
 # Tiny versions for --quick (a smoke test of the runners, not a measurement).
 BENCH_QUICK = [
