@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # One-call GPU check of deconv_ext: build for the local GPU, run the test suite but the wheel builds (which then
-# runs on CUDA too), compute-sanitizer memcheck and racecheck, bitwise determinism, and a benchmark
-# against F.conv_transpose2d (cuDNN). Needs: a CUDA GPU, nvcc, ninja, pytest, compute-sanitizer;
-# no network. Every step runs (a failure is recorded, not fatal); the exit status is 0 only if
-# every step passed. Results: ${GPU_CHECK_OUT:-./gpu_check_out}/
-#   steps.log (one PASS/FAIL line per step), <step>.log (each step's output), env.txt,
-#   bench.md / bench.json (benchmark table), summary.txt.
+# runs on CUDA too), compute-sanitizer memcheck and racecheck, bitwise determinism, and the benchmark
+# against F.conv_transpose2d (cuDNN): `python -m deconv_ext bench --device cuda` (deconv_ext/bench.py, the
+# same runner as the CPU benchmark; shapes deconv_ext.testing.BENCH_GPU; float32 with TF32 off and on,
+# float16, bfloat16; forward and forward+backward; speedup = cuDNN time / ours). Needs: a CUDA GPU, nvcc,
+# ninja, pytest, compute-sanitizer; no network. Every step runs (a failure is recorded, not fatal); the exit
+# status is 0 only if every step passed. Results: ${GPU_CHECK_OUT:-./gpu_check_out}/
+#   steps.log (one PASS/FAIL line per step), <step>.log (each step's output; bench.log: the full table), env.txt,
+#   bench.md / bench.json (benchmark tables and geometric means), summary.txt (with the geometric means).
 # Usage: bash benchmarks/gpu_check.sh          (about 5 minutes on an H100)
 set -u
 cd "$(dirname "$0")/.."
@@ -65,7 +67,8 @@ for op in ('conv_transpose2d', 'conv_transpose2d_grad_input', 'conv_transpose2d_
 print('CUDA kernels registered; build imported from', deconv_ext._C.__file__)"
 step pytest 360 $PY -m pytest tests -q -p no:cacheprovider -rs -m "not wheel" --maxfail=25
 step determinism 120 $PY benchmarks/determinism_check.py --runs 10
-step bench 300 $PY benchmarks/gpu_bench.py --out "$OUT"
+rm -f "$OUT/bench.md" "$OUT/bench.json"  # no stale tables in the summary if the run fails
+step bench 300 $PY -m deconv_ext bench --device cuda --json "$OUT/bench.json" --markdown "$OUT/bench.md"
 # Sanitizers last: the slowest and least predictable steps.
 SAN=$(command -v compute-sanitizer || echo "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer")
 step memcheck 240 "$SAN" --tool memcheck --error-exitcode 1 --leak-check no $PY benchmarks/sanitizer_case.py
@@ -74,7 +77,7 @@ step racecheck 240 "$SAN" --tool racecheck --error-exitcode 1 $PY benchmarks/san
 # ---- summary ------------------------------------------------------------------------------------------
 {
   cat "$OUT/steps.log" | grep -v '^==='
-  [ -f "$OUT/bench.md" ] && grep -A 10 '^Geometric mean' "$OUT/bench.md"
+  [ -f "$OUT/bench.md" ] && sed -n '/^## Geometric mean/,$p' "$OUT/bench.md"  # the last section of bench.md
   if [ ${#FAILED[@]} -eq 0 ]; then echo "ALL STEPS PASSED"; else echo "FAILED STEPS: ${FAILED[*]}"; fi
 } > "$OUT/summary.txt"
 echo

@@ -60,6 +60,8 @@ def test_plot_without_matplotlib(tmp_path, monkeypatch, capsys):
 
 # ---- one runner for the CPU and CUDA: shapes, settings, outputs, errors -------------------------------------------
 import os  # noqa: E402
+import re  # noqa: E402
+import shlex  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
@@ -68,6 +70,7 @@ import torch.nn.functional as F  # noqa: E402
 from deconv_ext.testing import BENCH_GPU, Reference, run_ops  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GPU_CHECK = os.path.join(ROOT, "benchmarks", "gpu_check.sh")
 
 
 def test_gpu_shapes_are_valid_and_named_for_what_they_are():
@@ -192,10 +195,23 @@ def test_several_settings_json_and_markdown(tmp_path, monkeypatch, capsys):
         assert entry["min"] == min(speedups)
     text = md.read_text()
     assert "| shape | float32 | bfloat16 |" in text and "## forward+backward" in text
-    tail = text[text.index("\n## Geometric mean") + 1:]
+    # benchmarks/gpu_check.sh prints bench.md from the geometric-mean heading to the end into summary.txt
+    heading = re.search(r"sed -n '/\^(.+?)/,\$p' \"\$OUT/bench.md\"", open(GPU_CHECK).read()).group(1)
+    tail = text[text.index("\n" + heading) + 1:]
     assert [line.split(" | ")[:2] for line in tail.splitlines() if line.startswith("| float32 |")] == [
         ["| float32", "fwd"], ["| float32", "fwdbwd"]]
     assert "speedup" in capsys.readouterr().out
+
+
+def test_gpu_check_runs_the_one_benchmark():
+    assert not os.path.exists(os.path.join(ROOT, "benchmarks", "gpu_bench.py"))
+    script = open(GPU_CHECK).read()
+    assert "gpu_bench" not in script
+    (line,) = [ln for ln in script.splitlines() if ln.startswith("step bench ")]
+    argv = shlex.split(line.replace('"$OUT', '"OUTDIR'))
+    assert argv[3:9] == ["$PY", "-m", "deconv_ext", "bench", "--device", "cuda"]
+    args = cli.build_parser().parse_args(argv[6:])  # every option it passes exists
+    assert (args.device, args.json, args.markdown) == ("cuda", "OUTDIR/bench.json", "OUTDIR/bench.md")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
