@@ -85,6 +85,33 @@ DECONV_HD TapRun taps_for_output(int64_t o, int64_t in, int64_t k, int64_t s, in
   return r;
 }
 
+// The taps of one output phase r (the outputs o = r + s*q, q = 0, 1, ...), independent of q: the
+// residue class of taps_for_output, k = k0 + j*step for j < count, reading input i = q + off - j*q_step
+// (0 <= i < in must still be checked). count == 0 when no tap reaches the phase (stride > kernel, or
+// gcd(s, d) not dividing r + p). The tensor-core forward computes one GEMM per phase from this.
+struct PhaseTaps {
+  int64_t k0, step, count, off, q_step;
+};
+
+DECONV_HD PhaseTaps phase_taps(int64_t r, int64_t k, int64_t s, int64_t p, int64_t d) {
+  PhaseTaps t;
+  const int64_t g = gcd64(s, d);
+  t.step = s / g;
+  t.q_step = d / g;
+  t.k0 = 0;
+  t.count = 0;
+  t.off = 0;
+  for (int64_t c = 0; c < t.step && c < k; ++c) {
+    if ((r + p - c * d) % s == 0) {
+      t.k0 = c;
+      t.count = (k - 1 - c) / t.step + 1;
+      t.off = (r + p - c * d) / s;  // exact
+      break;
+    }
+  }
+  return t;
+}
+
 // Taps k in [k_begin, k_end) for which input index i writes inside [0, out) (scatter form; the
 // direct convolution computing grad_input reads grad_output at exactly these positions).
 struct Range {

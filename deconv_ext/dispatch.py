@@ -11,7 +11,8 @@ bfloat16, direct with many output channels) is not taken; cpu_path() tells what 
 variables DECONV_EXT_CPU_PATH and DECONV_EXT_CPU_ISA do the same as forced() for a whole process.
 
 CUDA (builds with CUDA kernels): cuda_path() names the path, DECONV_EXT_CUDA_PATH (or forced(cuda_path=...))
-forces one. There is one path at present, "simt" (csrc/cuda/conv_transpose2d.cu).
+forces one: "gemm" (tensor cores: float16, bfloat16, float32 as TF32 when torch.backends.cudnn.allow_tf32 is
+True; sm_80+) or "simt" (every dtype). The rule and its reasons: csrc/cuda/conv_transpose2d.cu.
 """
 import contextlib
 import os
@@ -25,7 +26,7 @@ __all__ = ["CPU_PATHS", "CPU_ISAS", "CUDA_PATHS", "cpu_path", "cpu_isas", "cuda_
 
 CPU_PATHS = ("generic", "direct", "gemm")
 CPU_ISAS = ("baseline", "avx2", "avx512")
-CUDA_PATHS = ("simt",)
+CUDA_PATHS = ("simt", "gemm")
 _ENV = {"path": "DECONV_EXT_CPU_PATH", "isa": "DECONV_EXT_CPU_ISA", "cuda_path": "DECONV_EXT_CUDA_PATH"}
 
 
@@ -42,12 +43,15 @@ def cpu_path(input, weight, stride=1, padding=0, output_padding=0, groups=1, dil
     return torch.ops.deconv_ext._cpu_path(*_args(input, weight, stride, padding, output_padding, groups, dilation))
 
 
-def cuda_path(input, weight, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
-    """The CUDA path (one of CUDA_PATHS) of conv_transpose2d with these arguments and of its gradients;
-    RuntimeError if this build has no CUDA kernels. Meta tensors are fine."""
+def cuda_path(input, weight, stride=1, padding=0, output_padding=0, groups=1, dilation=1, capability=None):
+    """The CUDA path (one of CUDA_PATHS) of conv_transpose2d with these arguments and of its gradients, on the
+    current GPU or, given `capability` (e.g. (9, 0)), on a GPU of that compute capability; RuntimeError if
+    this build has no CUDA kernels. Meta tensors are fine."""
     if not hasattr(torch.ops.deconv_ext, "_cuda_path"):
         raise RuntimeError("deconv_ext was built without CUDA kernels (see `deconv-ext info`)")
-    return torch.ops.deconv_ext._cuda_path(*_args(input, weight, stride, padding, output_padding, groups, dilation))
+    cap = None if capability is None else int(capability[0]) * 10 + int(capability[1])
+    return torch.ops.deconv_ext._cuda_path(*_args(input, weight, stride, padding, output_padding, groups, dilation),
+                                           cap)
 
 
 def cpu_isas():

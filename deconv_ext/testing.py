@@ -30,7 +30,7 @@ import random
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Case", "Reference", "run_ops", "random_cases", "GRID", "BENCH", "BENCH_GPU", "BENCH_QUICK", "BENCH_MEMORY",
+__all__ = ["Case", "Reference", "run_ops", "random_cases", "GRID", "GEMM_GRID", "TF32_ROUNDOFF", "BENCH", "BENCH_GPU", "BENCH_QUICK", "BENCH_MEMORY",
            "UNIT_ROUNDOFF", "OPS"]
 
 OPS = ("forward", "grad_input", "grad_weight", "grad_bias")
@@ -276,6 +276,20 @@ GRID = [
     Case("long_reduction", 4, 3, 2, 48, 40, 3, padding=1),
     Case("batch0", 0, 4, 6, 5, 5, 3, stride=2, padding=1, output_padding=1, groups=2),
 ]
+
+# The CUDA tensor-core path's tiles (64 x 64, K tile 32 or 16; csrc/cuda/igemm.cuh), with the grid above:
+# M, N and K past one tile with tails, phases with different tap counts, phases no tap reaches, a
+# grad_weight split into 4 parts, groups.
+GEMM_GRID = [
+    Case("gemm_tiles_tails", 2, 21, 70, 6, 9, 3, stride=2, padding=1, output_padding=1),
+    Case("gemm_phases_dilated", 1, 18, 20, 5, 7, (3, 4), stride=(3, 2), padding=(2, 1), output_padding=(1, 1),
+         dilation=(2, 1)),
+    Case("gemm_no_tap_phases", 2, 17, 19, 4, 5, 2, stride=3, padding=(0, 1), output_padding=(2, 1)),
+    Case("gemm_split_k", 2, 20, 18, 16, 16, 2, stride=2),
+    Case("gemm_groups", 2, 36, 34, 5, 6, 3, stride=2, padding=1, groups=2, bias=False),
+]
+# TF32 (the GEMM path's float32) rounds inputs to 10 mantissa bits: Reference.check(input_roundoff=...).
+TF32_ROUNDOFF = 2.0 ** -11
 
 # The benchmark shapes of `deconv-ext bench --device cpu`. Group "sr": the super-resolution last layers.
 BENCH = [

@@ -175,3 +175,28 @@ def test_cuda_path_query_in_cuda_builds():
     assert dispatch.cuda_path(x, w, stride=2) in dispatch.CUDA_PATHS
     with dispatch.forced(cuda_path="simt"):
         assert dispatch.cuda_path(x, w) == "simt"
+    # The rule (csrc/cuda/conv_transpose2d.cu): tensor cores from sm_80 for >= 16 channels per group each way.
+    big_x, big_w = torch.empty(2, 32, 5, 5, device="meta"), torch.empty(32, 16, 4, 4, device="meta")
+    assert dispatch.cuda_path(x.half(), w.half(), capability=(9, 0)) == "simt"  # 8 -> 4 channels
+    assert dispatch.cuda_path(big_x.half(), big_w.half(), stride=2, capability=(9, 0)) == "gemm"
+    assert dispatch.cuda_path(big_x.bfloat16(), big_w.bfloat16(), stride=2, capability=(8, 0)) == "gemm"
+    assert dispatch.cuda_path(big_x.half(), big_w.half(), capability=(7, 5)) == "simt"
+    assert dispatch.cuda_path(big_x.double(), big_w.double(), capability=(9, 0)) == "simt"
+    assert dispatch.cuda_path(big_x.half(), big_w.half(), groups=2, capability=(9, 0)) == "gemm"  # 16 -> 16 per group
+    assert dispatch.cuda_path(big_x.half(), big_w.half(), groups=4, capability=(9, 0)) == "simt"  # 8 -> 16 per group
+    saved = torch.backends.cudnn.allow_tf32
+    try:  # float32 goes to the tensor cores (as TF32) only where F.conv_transpose2d's cuDNN may use TF32
+        torch.backends.cudnn.allow_tf32 = True
+        assert dispatch.cuda_path(big_x, big_w, capability=(9, 0)) == "gemm"
+        torch.backends.cudnn.allow_tf32 = False
+        assert dispatch.cuda_path(big_x, big_w, capability=(9, 0)) == "simt"
+        with dispatch.forced(cuda_path="gemm"), pytest.raises(RuntimeError, match="allow_tf32 is False"):
+            dispatch.cuda_path(big_x, big_w, capability=(9, 0))
+    finally:
+        torch.backends.cudnn.allow_tf32 = saved
+    with dispatch.forced(cuda_path="gemm"), pytest.raises(RuntimeError, match="does not take float64"):
+        dispatch.cuda_path(big_x.double(), big_w.double(), capability=(9, 0))
+    with dispatch.forced(cuda_path="gemm"), pytest.raises(RuntimeError, match="compute capability 8.0"):
+        dispatch.cuda_path(big_x.half(), big_w.half(), capability=(7, 0))
+    with dispatch.forced(cuda_path="gemm"):
+        assert dispatch.cuda_path(x.half(), w.half(), capability=(9, 0)) == "gemm"  # forced past the rule

@@ -10,13 +10,15 @@ import torch
 import torch.nn.functional as F
 
 import deconv_ext
-from deconv_ext.testing import GRID, Case, Reference, run_ops
+from deconv_ext import dispatch
+from deconv_ext.testing import GEMM_GRID, GRID, TF32_ROUNDOFF, Case, Reference, run_ops
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 ops = torch.ops.deconv_ext
 
 CASES = {c.name: c for c in GRID}
 LAYOUTS = ["contiguous", "channels_last", "strided"]
+HAS_TENSOR_CORE_PATH = torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 0)
 
 
 def cuda(*tensors):
@@ -37,6 +39,38 @@ def test_matches_cpu_and_pytorch(case, layout, dtype):
         assert value.device.type == "cuda" and value.dtype == dtype, op_name
         assert value.stride() == cpu[op_name].stride(), f"{op_name}: layout differs from the CPU op"
     Reference(x, w, b, gy, **case.params).check_all(got, context=f" [{case}, {layout}, cuda]")
+
+
+@pytest.mark.skipif(not HAS_TENSOR_CORE_PATH, reason="the tensor-core path needs sm_80+")
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("case", GEMM_GRID + GRID, ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["tf32", "f16", "bf16"])
+def test_gemm_path_matches_pytorch(case, layout, dtype, monkeypatch):
+    """Every op forced onto the tensor cores (float32 as TF32: its input rounding is allowed for)."""
+    monkeypatch.setenv("DECONV_EXT_CUDA_PATH", "gemm")
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    x, w, b, gy = case.tensors(dtype, device="cuda", layout=layout)
+    got = run_ops(x, w, b, gy, case)
+    ref = Reference(x, w, b, gy, **case.params)
+    roundoff = TF32_ROUNDOFF if dtype == torch.float32 else 0.0
+    for op_name, value in got.items():
+        ref.check(op_name, value, context=f" [{case}, {layout}, gemm]", input_roundoff=roundoff)
+    again = run_ops(x, w, b, gy, case)
+    for op_name in got:
+        assert torch.equal(again[op_name], got[op_name]), f"{op_name}: not bitwise reproducible"
+
+
+@pytest.mark.parametrize("path", ["simt", "gemm"])
+@pytest.mark.parametrize("case", [GEMM_GRID[0], GEMM_GRID[3], CASES["dilation_gt_stride"]], ids=str)
+def test_index64_path(case, path, monkeypatch):
+    """The 64-bit index instantiations (normally past 2^30 elements), forced by DECONV_EXT_CUDA_INDEX64."""
+    if path == "gemm" and not HAS_TENSOR_CORE_PATH:
+        pytest.skip("the tensor-core path needs sm_80+")
+    monkeypatch.setenv("DECONV_EXT_CUDA_PATH", path)
+    monkeypatch.setenv("DECONV_EXT_CUDA_INDEX64", "1")
+    dtype = torch.bfloat16 if path == "gemm" else torch.float64
+    x, w, b, gy = case.tensors(dtype, device="cuda")
+    Reference(x, w, b, gy, **case.params).check_all(run_ops(x, w, b, gy, case), context=f" [{case}, {path}]")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
@@ -70,13 +104,14 @@ def test_empty_batch_gives_zero_grads():
 
 
 def test_path_query_and_forcing(monkeypatch):
-    from deconv_ext import dispatch
-
     case = CASES["dcgan"]
     x, w, b, gy = case.tensors(torch.float32, device="cuda")
-    assert dispatch.cuda_path(x, w, **case.params) == "simt"
+    assert dispatch.cuda_path(x, w, **case.params) == "simt"  # 16 -> 8 channels: below the GEMM rule
+    big = Case("dcgan_big", 2, 32, 16, 4, 4, 4, stride=2, padding=1)
+    xb, wb, _, _ = big.tensors(torch.float16, device="cuda")
+    assert dispatch.cuda_path(xb, wb, **big.params) == ("gemm" if HAS_TENSOR_CORE_PATH else "simt")
     monkeypatch.setenv("DECONV_EXT_CUDA_PATH", "tensor_core_someday")
-    with pytest.raises(RuntimeError, match="DECONV_EXT_CUDA_PATH: expected one of auto, simt"):
+    with pytest.raises(RuntimeError, match="DECONV_EXT_CUDA_PATH: expected one of auto, simt, gemm"):
         ops.conv_transpose2d(x, w, b, *case.op_args)
 
 

@@ -2,9 +2,19 @@
 // declared in launch.h) registered for the CUDA dispatch key. Checks, the device guard, layouts and empty
 // tensors are handled once for every backend by the entry layer (csrc/conv_transpose2d.h).
 //
-// Paths: one at present, "simt" (the gather/direct kernels of forward.cu, grad_input.cu, grad_weight.cu).
-// DECONV_EXT_CUDA_PATH=auto|simt forces a path as DECONV_EXT_CPU_PATH does on the CPU, and the query
-// deconv_ext::_cuda_path names the path a call takes; new paths (tensor cores) plug in at choose_path().
+// Paths, chosen per call by choose_path (the rule below), the same for all four ops of a configuration:
+//   "gemm"  tensor cores (forward_gemm.cu, grad_input_gemm.cu, grad_weight_gemm.cu: implicit GEMM on
+//           mma.sync); float16, bfloat16, and float32 as TF32 when torch.backends.cudnn.allow_tf32 is
+//           True (the flag F.conv_transpose2d obeys; default True); sm_80 or newer.
+//   "simt"  the gather/direct kernels of forward.cu, grad_input.cu, grad_weight.cu: every dtype (float32
+//           exactly, float64), every GPU; the reference the GEMM path is tested against.
+// Rule: gemm where it can serve the call and both C_in/groups and C_out/groups are at least 16 (the GEMM's
+// N and reduction are then worth a 64 x 64 tile; depthwise layers and the few-output-channel layers of
+// super-resolution stay on simt); simt otherwise. DECONV_EXT_CUDA_PATH=auto|simt|gemm forces a path
+// (gemm where it cannot serve the call raises, saying why), and deconv_ext::_cuda_path names the path
+// a call takes.
+#include <ATen/Context.h>
+#include <cuda_runtime_api.h>
 #include <torch/library.h>
 
 #include <cstdlib>
@@ -12,39 +22,77 @@
 #include <string>
 
 #include "../register_backend.h"
+#include "igemm.cuh"
 #include "launch.h"
 
 namespace deconv_ext {
 namespace {
 
-const char* choose_path(const ConvT2dShape& /*s*/, at::ScalarType /*t*/) {
+// Compute capability major*10+minor of the current device; 0 when there is none.
+int64_t current_capability() {
+  int dev = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) {
+    (void)cudaGetLastError();  // clear the error: no device is not a failure here
+    return 0;
+  }
+  return major * 10 + minor;
+}
+
+// Why the GEMM path cannot serve this call, or nullptr when it can.
+const char* gemm_unsupported(const ConvT2dShape& s, at::ScalarType t, int64_t capability) {
+  if (capability < 80) return "needs a GPU of compute capability 8.0 or newer";
+  if (t == at::kDouble) return "does not take float64";
+  if (t == at::kFloat && !at::globalContext().allowTF32CuDNN())
+    return "takes float32 only as TF32, and torch.backends.cudnn.allow_tf32 is False";
+  const int64_t max_q = ((s.H_out + s.sH - 1) / s.sH) * ((s.W_out + s.sW - 1) / s.sW);
+  if (!cuda::igemm::grid_fits(s.N * std::max(max_q, s.H_in * s.W_in), std::max(s.cin_per_group(), s.cout_per_group()),
+                              std::max(s.sH * s.sW * s.groups, s.kH * s.kW * s.groups)))
+    return "cannot launch a grid this large";
+  return nullptr;
+}
+
+const char* choose_path(const ConvT2dShape& s, at::ScalarType t, int64_t capability) {
   const char* forced = std::getenv("DECONV_EXT_CUDA_PATH");
-  TORCH_CHECK(forced == nullptr || *forced == 0 || std::strcmp(forced, "auto") == 0 || std::strcmp(forced, "simt") == 0,
-              "DECONV_EXT_CUDA_PATH: expected one of auto, simt, got '", std::string(forced ? forced : ""), "'");
-  return "simt";
+  const std::string f = forced ? forced : "";
+  TORCH_CHECK(f.empty() || f == "auto" || f == "simt" || f == "gemm",
+              "DECONV_EXT_CUDA_PATH: expected one of auto, simt, gemm, got '", f, "'");
+  if (f == "simt") return "simt";
+  const char* why = gemm_unsupported(s, t, capability);
+  if (f == "gemm") {
+    TORCH_CHECK(why == nullptr, "DECONV_EXT_CUDA_PATH=gemm: the tensor-core path ", why, " (dtype ", t,
+                ", compute capability ", capability / 10, ".", capability % 10, ")");
+    return "gemm";
+  }
+  return why == nullptr && s.cin_per_group() >= 16 && s.cout_per_group() >= 16 ? "gemm" : "simt";
+}
+
+bool use_gemm(const ConvT2dShape& s, at::ScalarType t) {
+  return std::strcmp(choose_path(s, t, current_capability()), "gemm") == 0;
 }
 
 void forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, const at::Tensor& y) {
-  choose_path(s, x.scalar_type());
-  cuda::launch_forward(s, x, w, b, y);
+  if (use_gemm(s, x.scalar_type())) cuda::launch_forward_gemm(s, x, w, b, y);
+  else cuda::launch_forward(s, x, w, b, y);
 }
 void grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx) {
-  choose_path(s, gy.scalar_type());
-  cuda::launch_grad_input(s, gy, w, gx);
+  if (use_gemm(s, gy.scalar_type())) cuda::launch_grad_input_gemm(s, gy, w, gx);
+  else cuda::launch_grad_input(s, gy, w, gx);
 }
 void grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw) {
-  choose_path(s, x.scalar_type());
-  cuda::launch_grad_weight(s, gy, x, gw);
+  if (use_gemm(s, x.scalar_type())) cuda::launch_grad_weight_gemm(s, gy, x, gw);
+  else cuda::launch_grad_weight(s, gy, x, gw);
 }
 
 constexpr Launchers kCudaLaunchers{&forward, &grad_input, &grad_weight, &cuda::launch_grad_bias};
 
-// The path all four ops take on CUDA for this configuration (shapes only: meta tensors work too).
+// The path all four ops take on CUDA for this configuration (shapes only: meta tensors work too), on the
+// current GPU, or on a GPU of compute capability `capability` (e.g. 90) when it is given.
 std::string cuda_path(const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
                       at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups,
-                      at::IntArrayRef dilation) {
+                      at::IntArrayRef dilation, std::optional<int64_t> capability) {
   return choose_path(forward_shape(input, weight, stride, padding, output_padding, groups, dilation),
-                     input.scalar_type());
+                     input.scalar_type(), capability ? *capability : current_capability());
 }
 
 }  // namespace
@@ -53,7 +101,7 @@ TORCH_LIBRARY_IMPL(deconv_ext, CUDA, m) { register_backend<&kCudaLaunchers>(m); 
 
 TORCH_LIBRARY_FRAGMENT(deconv_ext, m) {
   m.def("_cuda_path(Tensor input, Tensor weight, int[2] stride, int[2] padding, int[2] output_padding, int groups, "
-        "int[2] dilation) -> str",
+        "int[2] dilation, int? capability=None) -> str",
         &cuda_path);
 }
 

@@ -8,26 +8,33 @@
 using namespace deconv_ext;
 
 namespace {
-const Launchers kEmulated{&cuda::launch_forward, &cuda::launch_grad_input, &cuda::launch_grad_weight,
-                          &cuda::launch_grad_bias};
+const Launchers kSimt{&cuda::launch_forward, &cuda::launch_grad_input, &cuda::launch_grad_weight,
+                      &cuda::launch_grad_bias};
+const Launchers kGemm{&cuda::launch_forward_gemm, &cuda::launch_grad_input_gemm, &cuda::launch_grad_weight_gemm,
+                      &cuda::launch_grad_bias};
+// path: "simt" or "gemm" (the two CUDA paths; csrc/cuda/conv_transpose2d.cu chooses between them on a GPU)
+const Launchers& launchers(const std::string& path) {
+  TORCH_CHECK(path == "simt" || path == "gemm", "path: expected simt or gemm, got '", path, "'");
+  return path == "gemm" ? kGemm : kSimt;
 }
+}  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", [](const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                       std::vector<int64_t> stride, std::vector<int64_t> padding, std::vector<int64_t> output_padding,
-                      int64_t groups, std::vector<int64_t> dilation) {
-    return forward_entry(kEmulated, input, weight, bias, stride, padding, output_padding, groups, dilation);
+                      int64_t groups, std::vector<int64_t> dilation, const std::string& path) {
+    return forward_entry(launchers(path), input, weight, bias, stride, padding, output_padding, groups, dilation);
   });
   m.def("grad_input", [](const at::Tensor& grad_output, const at::Tensor& weight, std::vector<int64_t> stride,
                          std::vector<int64_t> padding, std::vector<int64_t> output_padding, int64_t groups,
-                         std::vector<int64_t> dilation) {
-    return grad_input_entry(kEmulated, grad_output, weight, stride, padding, output_padding, groups, dilation);
+                         std::vector<int64_t> dilation, const std::string& path) {
+    return grad_input_entry(launchers(path), grad_output, weight, stride, padding, output_padding, groups, dilation);
   });
   m.def("grad_weight", [](const at::Tensor& grad_output, const at::Tensor& input, std::vector<int64_t> kernel_size,
                           std::vector<int64_t> stride, std::vector<int64_t> padding,
-                          std::vector<int64_t> output_padding, int64_t groups, std::vector<int64_t> dilation) {
-    return grad_weight_entry(kEmulated, grad_output, input, kernel_size, stride, padding, output_padding, groups,
+                          std::vector<int64_t> output_padding, int64_t groups, std::vector<int64_t> dilation, const std::string& path) {
+    return grad_weight_entry(launchers(path), grad_output, input, kernel_size, stride, padding, output_padding, groups,
                              dilation);
   });
-  m.def("grad_bias", [](const at::Tensor& grad_output) { return grad_bias_entry(kEmulated, grad_output); });
+  m.def("grad_bias", [](const at::Tensor& grad_output) { return grad_bias_entry(kSimt, grad_output); });
 }
