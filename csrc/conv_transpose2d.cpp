@@ -206,9 +206,10 @@ std::vector<int64_t> concrete(const std::vector<c10::SymInt>& sizes) {
   return out;
 }
 
-// Every launcher reads and writes contiguous NCHW buffers (see Launchers).
-at::Tensor allocate(const std::vector<c10::SymInt>& sizes, const at::Tensor& like) {
-  return at::empty(concrete(sizes), like.options().memory_format(c10::MemoryFormat::Contiguous));
+// The memory format a backend's launchers get for this call (see Launchers::layout).
+c10::MemoryFormat launch_format(const Launchers& l, const ConvT2dShape& s, at::ScalarType t,
+                                c10::MemoryFormat preferred) {
+  return l.layout != nullptr ? l.layout(s, t, preferred) : c10::MemoryFormat::Contiguous;
 }
 
 }  // namespace
@@ -224,49 +225,55 @@ ConvT2dShape forward_shape(const at::Tensor& input, const at::Tensor& weight, at
 at::Tensor forward_entry(const Launchers& l, const at::Tensor& input, const at::Tensor& weight,
                          const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
                          at::IntArrayRef output_padding, int64_t groups, at::IntArrayRef dilation) {
-  const auto size = check_forward(input, weight, bias, stride, padding, output_padding, groups, dilation);
+  const auto size = concrete(check_forward(input, weight, bias, stride, padding, output_padding, groups, dilation));
   const c10::OptionalDeviceGuard guard(input.device());
-  const auto x = input.contiguous(), w = weight.contiguous();
+  const auto s = make_shape(input.sizes(), size, weight.size(2), weight.size(3), stride, padding, groups, dilation);
+  const auto preferred = result_memory_format(input, weight);
+  const auto fmt = launch_format(l, s, input.scalar_type(), preferred);
+  const auto x = input.contiguous(fmt), w = weight.contiguous();
   const auto b = bias.has_value() && bias->defined() ? bias->contiguous() : at::Tensor();
-  auto y = allocate(size, x);
-  if (y.numel() > 0)
-    l.forward(make_shape(x.sizes(), y.sizes(), w.size(2), w.size(3), stride, padding, groups, dilation), x, w, b, y);
-  return y.contiguous(result_memory_format(input, weight));
+  auto y = at::empty(size, x.options().memory_format(fmt));
+  if (y.numel() > 0) l.forward(s, x, w, b, y);
+  return y.contiguous(preferred);
 }
 
 at::Tensor grad_input_entry(const Launchers& l, const at::Tensor& grad_output, const at::Tensor& weight,
                             at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef output_padding,
                             int64_t groups, at::IntArrayRef dilation) {
-  const auto size = check_grad_input(grad_output, weight, stride, padding, output_padding, groups, dilation);
+  const auto size = concrete(check_grad_input(grad_output, weight, stride, padding, output_padding, groups, dilation));
   const c10::OptionalDeviceGuard guard(grad_output.device());
-  const auto gy = grad_output.contiguous(), w = weight.contiguous();
-  auto gx = allocate(size, gy);
-  if (gx.numel() > 0)
-    l.grad_input(make_shape(gx.sizes(), gy.sizes(), w.size(2), w.size(3), stride, padding, groups, dilation), gy, w,
-                 gx);
-  return gx.contiguous(result_memory_format(grad_output, weight));
+  const auto s = make_shape(size, grad_output.sizes(), weight.size(2), weight.size(3), stride, padding, groups, dilation);
+  const auto preferred = result_memory_format(grad_output, weight);
+  const auto fmt = launch_format(l, s, grad_output.scalar_type(), preferred);
+  const auto gy = grad_output.contiguous(fmt), w = weight.contiguous();
+  auto gx = at::empty(size, gy.options().memory_format(fmt));
+  if (gx.numel() > 0) l.grad_input(s, gy, w, gx);
+  return gx.contiguous(preferred);
 }
 
 at::Tensor grad_weight_entry(const Launchers& l, const at::Tensor& grad_output, const at::Tensor& input,
                              at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
                              at::IntArrayRef output_padding, int64_t groups, at::IntArrayRef dilation) {
-  const auto size =
-      check_grad_weight(grad_output, input, kernel_size, stride, padding, output_padding, groups, dilation);
+  const auto size = concrete(
+      check_grad_weight(grad_output, input, kernel_size, stride, padding, output_padding, groups, dilation));
   const c10::OptionalDeviceGuard guard(input.device());
-  const auto gy = grad_output.contiguous(), x = input.contiguous();
-  auto gw = allocate(size, x);
+  auto gw = at::empty(size, input.options().memory_format(c10::MemoryFormat::Contiguous));
   if (gw.numel() == 0) return gw;
-  if (x.numel() == 0 || gy.numel() == 0) return gw.zero_();  // empty batch: an empty sum
-  l.grad_weight(make_shape(x.sizes(), gy.sizes(), kernel_size[0], kernel_size[1], stride, padding, groups, dilation),
-                gy, x, gw);
+  if (input.numel() == 0 || grad_output.numel() == 0) return gw.zero_();  // empty batch: an empty sum
+  const auto s =
+      make_shape(input.sizes(), grad_output.sizes(), kernel_size[0], kernel_size[1], stride, padding, groups, dilation);
+  const auto fmt = launch_format(l, s, input.scalar_type(), result_memory_format(grad_output, input));
+  l.grad_weight(s, grad_output.contiguous(fmt), input.contiguous(fmt), gw);
   return gw;
 }
 
 at::Tensor grad_bias_entry(const Launchers& l, const at::Tensor& grad_output) {
   const auto size = check_grad_bias(grad_output);
   const c10::OptionalDeviceGuard guard(grad_output.device());
-  const auto gy = grad_output.contiguous();
-  auto gb = allocate(size, gy);
+  const bool cl = l.grad_bias_takes_channels_last && grad_output.dim() == 4 &&
+                  grad_output.is_contiguous(c10::MemoryFormat::ChannelsLast);
+  const auto gy = cl ? grad_output : grad_output.contiguous();
+  auto gb = at::empty(concrete(size), gy.options());
   if (gb.numel() == 0) return gb;
   if (gy.numel() == 0) return gb.zero_();  // empty batch: an empty sum
   l.grad_bias(gy, gb);

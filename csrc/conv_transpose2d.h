@@ -41,19 +41,27 @@ c10::MemoryFormat result_memory_format(const at::Tensor& a, const at::Tensor& b)
 
 // ---- the entry layer ---------------------------------------------------------------------------------
 // A backend (CPU, CUDA, the CPU emulation of the CUDA kernels) supplies only launchers. Each one gets
-// contiguous NCHW tensors of one dtype on one device, the result allocated (contiguous NCHW, not
-// initialised: a launcher writes every element), the device guard set, and never an empty result or an
-// empty reduction (the entry layer handles those). `b` may be undefined (no bias).
+// tensors of one dtype on one device, the result allocated (not initialised: a launcher writes every
+// element), the device guard set, and never an empty result or an empty reduction (the entry layer
+// handles those). `b` may be undefined (no bias). Layout: the weight, bias, grad_weight and grad_bias are
+// contiguous; the images (x, y, gy, gx) are contiguous NCHW, or channels_last-contiguous (NHWC) where
+// `layout` (optional) returns ChannelsLast for the call — a backend with a native NHWC path takes
+// channels_last operands without a layout round trip. `preferred` is the layout PyTorch gives the result
+// (ChannelsLast when an operand is channels_last); whatever the launchers get, the entry layer returns
+// that layout.
 struct Launchers {
   void (*forward)(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
                   const at::Tensor& y);
   void (*grad_input)(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx);
   void (*grad_weight)(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw);
   void (*grad_bias)(const at::Tensor& gy, const at::Tensor& gb);
+  c10::MemoryFormat (*layout)(const ConvT2dShape& s, at::ScalarType t, c10::MemoryFormat preferred) = nullptr;
+  // grad_bias takes a channels_last-contiguous gy as it is (else it gets NCHW).
+  bool grad_bias_takes_channels_last = false;
 };
 
-// The four ops, written once for every backend: check -> device guard -> contiguous NCHW -> allocate ->
-// empty handling -> shape -> launch -> the layout PyTorch would choose (result_memory_format).
+// The four ops, written once for every backend: check -> device guard -> shape -> the launchers' layout ->
+// allocate -> empty handling -> launch -> the layout PyTorch would choose (result_memory_format).
 at::Tensor forward_entry(const Launchers& l, const at::Tensor& input, const at::Tensor& weight,
                          const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
                          at::IntArrayRef output_padding, int64_t groups, at::IntArrayRef dilation);

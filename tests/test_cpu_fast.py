@@ -103,6 +103,38 @@ def test_layouts_on_every_path(case, layout, path):
     _check_on_path(case, torch.float32, path, seed=4, layout=layout)
 
 
+# channels_last images on the gemm path go to gemm_nhwc.cpp as they are (csrc/cpu/gemm_nhwc.cpp).
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=["f32", "f64", "bf16"])
+@pytest.mark.parametrize("case", GRID + RANDOM_MANY, ids=str)
+def test_channels_last_on_gemm(case, dtype):
+    with dispatch.forced(path="gemm"):
+        assert _check_on_path(case, dtype, "gemm", seed=6, layout="channels_last") == "gemm"
+
+
+def _image_copies(case, path):
+    """The 4-D copies (clone / copy_ of an image-shaped tensor) the forward and both gradients make on
+    channels_last inputs."""
+    x, w, b, gy = case.tensors(torch.float32, layout="channels_last")
+    with dispatch.forced(path=path), torch.profiler.profile(record_shapes=True) as prof:
+        run_ops(x, w, b, gy, case)
+    images = {tuple(x.shape), tuple(gy.shape)}
+    return [e.name for e in prof.events() if e.name in ("aten::clone", "aten::copy_", "aten::contiguous")
+            and any(tuple(shape) in images for shape in e.input_shapes if shape)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+def test_grad_bias_of_channels_last_is_bitwise_the_nchw_one(dtype):
+    gy = torch.randn(3, 7, 97, 101, dtype=torch.float64).to(dtype)  # 9797 pixels: two blocks and a tail
+    ours = torch.ops.deconv_ext.conv_transpose2d_grad_bias
+    assert torch.equal(ours(gy.contiguous(memory_format=torch.channels_last)), ours(gy))
+
+
+def test_channels_last_has_no_layout_round_trip():
+    case = Case("cl", 2, 24, 20, 6, 7, 3, stride=2, padding=1, output_padding=1)
+    assert _image_copies(case, "gemm") == []
+    assert _image_copies(case, "generic") != []  # the NCHW-only path converts: the probe sees copies
+
+
 # The dispatch rule at its thresholds: if one moves, these fail (and say which way).
 @pytest.mark.parametrize("cout,dtype,expected", [
     (4, torch.float32, "direct"),    # kDirectMaxCout = 4

@@ -1,6 +1,7 @@
 // The CPU backend of the four deconv_ext ops: its launchers, registered for the CPU dispatch key, and
 // the dispatch queries. Each launcher takes the path choose_path() picks (fast_paths.h): direct
-// (direct.cpp), gemm (gemm.cpp) — float16/bfloat16 on widened float32 copies — or the generic loops
+// (direct.cpp), gemm (gemm.cpp; gemm_nhwc.cpp for channels_last images, taken as they are) — float16/bfloat16
+// on widened float32 copies — or the generic loops
 // below, which serve every dtype directly and accumulate in at::opmath_type (float for the half types). Checks, layouts and
 // empty tensors are handled once for every backend by the entry layer (csrc/conv_transpose2d.h).
 //
@@ -10,6 +11,7 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <torch/library.h>
 
 #include <cstdlib>
@@ -125,11 +127,24 @@ void grad_weight_kernel(const ConvT2dShape& s, const scalar_t* gy, const scalar_
 // contract of the generic loops (float accumulation, one rounding), at the speed of the float32 kernels.
 // The copies cost O(input + output) memory traffic against O(K) multiply-adds per output element.
 bool is_half(at::ScalarType t) { return t == at::kHalf || t == at::kBFloat16; }
+
+// channels_last: the gemm path takes NHWC images as they are (gemm_nhwc.cpp); the others get NCHW.
+c10::MemoryFormat launch_layout(const ConvT2dShape& s, at::ScalarType t, c10::MemoryFormat preferred) {
+  return preferred == c10::MemoryFormat::ChannelsLast && cpu::choose_path(s, t) == cpu::Path::gemm
+             ? c10::MemoryFormat::ChannelsLast
+             : c10::MemoryFormat::Contiguous;
+}
+// Whether two images are laid out as NHWC (what launch_layout chose; an image whose NCHW and NHWC
+// layouts coincide, C == 1 or H == W == 1, passes either way, and either kernel reads it right).
+bool nhwc(const at::Tensor& a, const at::Tensor& b) {
+  return a.is_contiguous(c10::MemoryFormat::ChannelsLast) && b.is_contiguous(c10::MemoryFormat::ChannelsLast) &&
+         !(a.is_contiguous() && b.is_contiguous());
+}
 at::Tensor widened(const at::Tensor& t) { return t.defined() ? t.to(at::kFloat) : t; }
 
 template <typename Fast>
 void on_float_path(const at::Tensor& out, const Fast& fast) {
-  const auto out_f = at::empty(out.sizes(), out.options().dtype(at::kFloat));
+  const auto out_f = at::empty_like(out, out.options().dtype(at::kFloat));  // same layout
   fast(out_f);
   out.copy_(out_f);
 }
@@ -138,7 +153,9 @@ void forward_launch(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor
                     const at::Tensor& y) {
   const cpu::Path p = cpu::choose_path(s, x.scalar_type());
   auto fast = [&](const at::Tensor& x_, const at::Tensor& w_, const at::Tensor& b_, const at::Tensor& y_) {
-    p == cpu::Path::direct ? cpu::direct_forward(s, x_, w_, b_, y_) : cpu::gemm_forward(s, x_, w_, b_, y_);
+    if (p == cpu::Path::direct) cpu::direct_forward(s, x_, w_, b_, y_);
+    else if (nhwc(x_, y_)) cpu::gemm_nhwc_forward(s, x_, w_, b_, y_);
+    else cpu::gemm_forward(s, x_, w_, b_, y_);
   };
   if (p != cpu::Path::generic && is_half(x.scalar_type()))
     return on_float_path(y, [&](const at::Tensor& yf) { fast(widened(x), widened(w), widened(b), yf); });
@@ -152,7 +169,9 @@ void forward_launch(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor
 void grad_input_launch(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx) {
   const cpu::Path p = cpu::choose_path(s, gy.scalar_type());
   auto fast = [&](const at::Tensor& gy_, const at::Tensor& w_, const at::Tensor& gx_) {
-    p == cpu::Path::direct ? cpu::direct_grad_input(s, gy_, w_, gx_) : cpu::gemm_grad_input(s, gy_, w_, gx_);
+    if (p == cpu::Path::direct) cpu::direct_grad_input(s, gy_, w_, gx_);
+    else if (nhwc(gy_, gx_)) cpu::gemm_nhwc_grad_input(s, gy_, w_, gx_);
+    else cpu::gemm_grad_input(s, gy_, w_, gx_);
   };
   if (p != cpu::Path::generic && is_half(gy.scalar_type()))
     return on_float_path(gx, [&](const at::Tensor& gxf) { fast(widened(gy), widened(w), gxf); });
@@ -166,7 +185,9 @@ void grad_input_launch(const ConvT2dShape& s, const at::Tensor& gy, const at::Te
 void grad_weight_launch(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw) {
   const cpu::Path p = cpu::choose_path(s, x.scalar_type());
   auto fast = [&](const at::Tensor& gy_, const at::Tensor& x_, const at::Tensor& gw_) {
-    p == cpu::Path::direct ? cpu::direct_grad_weight(s, gy_, x_, gw_) : cpu::gemm_grad_weight(s, gy_, x_, gw_);
+    if (p == cpu::Path::direct) cpu::direct_grad_weight(s, gy_, x_, gw_);
+    else if (nhwc(gy_, x_)) cpu::gemm_nhwc_grad_weight(s, gy_, x_, gw_);
+    else cpu::gemm_grad_weight(s, gy_, x_, gw_);
   };
   if (p != cpu::Path::generic && is_half(x.scalar_type()))
     return on_float_path(gw, [&](const at::Tensor& gwf) { fast(widened(gy), widened(x), gwf); });
@@ -180,27 +201,48 @@ void grad_weight_launch(const ConvT2dShape& s, const at::Tensor& gy, const at::T
 // Each channel's N*HW values in fixed blocks of kBlock (one image row of blocks at a time), summed in
 // double with four interleaved partial sums; the block sums are added in order. The blocks are the
 // parallel tasks, so a single-channel gradient (FSRCNN) uses every thread, and the result does not
-// depend on the thread count. Every path shares this one.
+// depend on the thread count. Every path shares this one. A channels_last gy is read as it is, each
+// task running over its block's pixels for all channels at once: the same sums in the same order, so
+// the same bits as for NCHW.
 void grad_bias_launch(const at::Tensor& gy, const at::Tensor& gb) {
   const int64_t N = gy.size(0), C = gy.size(1), HW = gy.size(2) * gy.size(3);
+  const bool nhwc_gy = !gy.is_contiguous();  // the entry layer passes NCHW or channels_last-contiguous
   constexpr int64_t kBlock = 8192;
   const int64_t per_image = (HW + kBlock - 1) / kBlock, per_channel = N * per_image;
   std::vector<double> partial(C * per_channel);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gy.scalar_type(), "conv_transpose2d_grad_bias_cpu", [&] {
     const scalar_t* src = gy.const_data_ptr<scalar_t>();
-    at::parallel_for(0, C * per_channel, 1, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) {
-        const int64_t c = t / per_channel, n = (t % per_channel) / per_image, b = t % per_image;
-        const scalar_t* p = src + (n * C + c) * HW + b * kBlock;
-        const int64_t len = std::min(kBlock, HW - b * kBlock);
-        double acc[4] = {0, 0, 0, 0};  // long sums: double keeps float32 results exact to rounding
-        int64_t i = 0;
-        for (; i + 4 <= len; i += 4)
-          for (int k = 0; k < 4; ++k) acc[k] += static_cast<double>(p[i + k]);
-        for (; i < len; ++i) acc[0] += static_cast<double>(p[i]);
-        partial[t] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-      }
-    });
+    if (nhwc_gy) {
+      at::parallel_for(0, per_channel, 1, [&](int64_t t0, int64_t t1) {
+        std::vector<double> acc(4 * C);
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t n = t / per_image, b = t % per_image, len = std::min(kBlock, HW - b * kBlock);
+          const scalar_t* p = src + (n * HW + b * kBlock) * C;
+          std::fill(acc.begin(), acc.end(), 0.0);
+          const int64_t full = len / 4 * 4;
+          for (int64_t i = 0; i < len; ++i) {
+            double* a = acc.data() + (i < full ? i % 4 : 0) * C;
+            for (int64_t c = 0; c < C; ++c) a[c] += static_cast<double>(p[i * C + c]);
+          }
+          for (int64_t c = 0; c < C; ++c)
+            partial[c * per_channel + t] = (acc[c] + acc[C + c]) + (acc[2 * C + c] + acc[3 * C + c]);
+        }
+      });
+    } else {
+      at::parallel_for(0, C * per_channel, 1, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t c = t / per_channel, n = (t % per_channel) / per_image, b = t % per_image;
+          const scalar_t* p = src + (n * C + c) * HW + b * kBlock;
+          const int64_t len = std::min(kBlock, HW - b * kBlock);
+          double acc[4] = {0, 0, 0, 0};  // long sums: double keeps float32 results exact to rounding
+          int64_t i = 0;
+          for (; i + 4 <= len; i += 4)
+            for (int k = 0; k < 4; ++k) acc[k] += static_cast<double>(p[i + k]);
+          for (; i < len; ++i) acc[0] += static_cast<double>(p[i]);
+          partial[t] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+        }
+      });
+    }
     scalar_t* dst = gb.mutable_data_ptr<scalar_t>();
     for (int64_t c = 0; c < C; ++c) {
       double sum = 0;
@@ -210,7 +252,8 @@ void grad_bias_launch(const at::Tensor& gy, const at::Tensor& gb) {
   });
 }
 
-constexpr Launchers kCpuLaunchers{&forward_launch, &grad_input_launch, &grad_weight_launch, &grad_bias_launch};
+constexpr Launchers kCpuLaunchers{&forward_launch, &grad_input_launch, &grad_weight_launch, &grad_bias_launch,
+                                  &launch_layout, /*grad_bias_takes_channels_last=*/true};
 
 // ---- dispatch queries ---------------------------------------------------------------------------------
 // "direct:avx2", "gemm", "generic": the path (and vector ISA) that all four ops take on CPU for this

@@ -8,7 +8,8 @@
 //     baseline (8 lanes) variants picked at run time (cpu_isa()).
 //   gemm (gemm.cpp): float32/float64, any channel counts (the natural choice past the direct path). One
 //     GEMM (at::mm, i.e. the BLAS torch uses) per chunk of input rows plus a col2im (forward) or im2col
-//     (backward) pass written here; chunks keep the column buffer near 1M elements.
+//     (backward) pass written here; chunks keep the column buffer near 1M elements. channels_last images
+//     take gemm_nhwc.cpp, the same formulation with pixels as rows: no layout conversion.
 //   generic (conv_transpose2d.cpp): plain loops, every dtype.
 // float16 and bfloat16 take the path float32 would (direct or gemm), on operands widened to float32 and
 // a float32 result rounded once at the end (conv_transpose2d.cpp); forced to generic, they run natively.
@@ -17,7 +18,9 @@
 // (a path that cannot serve the call is not taken: direct needs C_out/groups <= kDirectMaxCout and not
 // float64; the query deconv_ext::_cpu_path says which path a call takes), DECONV_EXT_CPU_ISA=auto|avx512|avx2|baseline (capped at what the CPU has).
 //
-// All arguments are contiguous NCHW tensors of the kernel's dtype; results are written in full
+// All arguments are contiguous NCHW tensors of the kernel's dtype (channels_last NHWC images for the
+// gemm_nhwc_* kernels, which the entry layer passes when an operand is channels_last and the call takes
+// the gemm path: Launchers::layout); results are written in full
 // (nothing has to be pre-initialised). Each output element is reduced by one thread in a fixed order,
 // so results are bitwise identical run to run. The direct and generic paths also give the same bits for
 // any thread count; the gemm path's at::mm may block its sums differently with the thread count.
@@ -92,6 +95,11 @@ void gemm_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& 
                   const at::Tensor& y);
 void gemm_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx);
 void gemm_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw);
+// The same on channels_last-contiguous (NHWC) images x, y, gy, gx (gemm_nhwc.cpp); w and gw stay contiguous.
+void gemm_nhwc_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
+                       const at::Tensor& y);
+void gemm_nhwc_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx);
+void gemm_nhwc_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw);
 
 }  // namespace cpu
 }  // namespace deconv_ext
