@@ -71,7 +71,7 @@ def _entries(report):
 @pytest.mark.parametrize("name", GEMM_FILES)
 def test_gemm_kernels_do_not_spill(builds, name):
     entries = [(fn, b) for fn, b in _entries(builds[name][0]) if "gemm_kernel" in fn]
-    assert len(entries) == 6, f"expected 3 dtypes x 2 index widths of the GEMM kernel, got {len(entries)}"
+    assert len(entries) == 12, f"expected 3 dtypes x 2 index widths x 2 layouts of the GEMM kernel, got {len(entries)}"
     for fn, block in entries:
         m = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", block)
         assert m, f"no spill line for {fn}"

@@ -47,6 +47,17 @@ def test_simt_path(emu, case, dtype):
     assert emulate.run_case(emu, case, dtype, "simt") == []
 
 
+CHANNELS_LAST = [c for c in GEMM_ALL if c.name in ("gemm_tiles_tails", "gemm_phases_dilated", "gemm_no_tap_phases",
+                                                  "gemm_split_k", "gemm_groups", "dcgan", "stride_gt_kernel", "batch0")]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("case", CHANNELS_LAST, ids=_ids(CHANNELS_LAST))
+def test_gemm_path_channels_last(emu, case, dtype):
+    """channels_last images reach the GEMM kernels as they are (their NHWC instantiations)."""
+    assert emulate.run_case(emu, case, dtype, "gemm", layout="channels_last") == []
+
+
 INDEX64 = [c for c in emulate.GEMM_CASES + emulate.CASES
            if c.name in ("gemm_tiles_tails", "gemm_split_k", "dilation_gt_stride", "groups_tail")]
 
@@ -55,7 +66,10 @@ INDEX64 = [c for c in emulate.GEMM_CASES + emulate.CASES
 @pytest.mark.parametrize("case", INDEX64, ids=_ids(INDEX64))
 def test_index64_path(emu, case, path, monkeypatch):
     monkeypatch.setenv("DECONV_EXT_CUDA_INDEX64", "1")
-    assert emulate.run_case(emu, case, torch.bfloat16 if path == "gemm" else torch.float64, path) == []
+    dtype = torch.bfloat16 if path == "gemm" else torch.float64
+    assert emulate.run_case(emu, case, dtype, path) == []
+    if path == "gemm":
+        assert emulate.run_case(emu, case, dtype, path, layout="channels_last") == []
 
 
 def test_gemm_rejects_float64(emu):

@@ -5,7 +5,8 @@
 // Paths, chosen per call by choose_path (the rule below), the same for all four ops of a configuration:
 //   "gemm"  tensor cores (forward_gemm.cu, grad_input_gemm.cu, grad_weight_gemm.cu: implicit GEMM on
 //           mma.sync); float16, bfloat16, and float32 as TF32 when torch.backends.cudnn.allow_tf32 is
-//           True (the flag F.conv_transpose2d obeys; default True); sm_80 or newer.
+//           True (the flag F.conv_transpose2d obeys; default True); sm_80 or newer. NCHW, and
+//           channels_last (NHWC) images as they are, with no layout conversion.
 //   "simt"  the gather/direct kernels of forward.cu, grad_input.cu, grad_weight.cu: every dtype (float32
 //           exactly, float64), every GPU; the reference the GEMM path is tested against.
 // Rule: gemm where it can serve the call and both C_in/groups and C_out/groups are at least 16 (the GEMM's
@@ -84,7 +85,13 @@ void grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& 
   else cuda::launch_grad_weight(s, gy, x, gw);
 }
 
-constexpr Launchers kCudaLaunchers{&forward, &grad_input, &grad_weight, &cuda::launch_grad_bias};
+// channels_last images go to the GEMM path as they are (its kernels index NHWC natively); simt gets NCHW.
+c10::MemoryFormat layout(const ConvT2dShape& s, at::ScalarType t, c10::MemoryFormat preferred) {
+  return preferred == c10::MemoryFormat::ChannelsLast && use_gemm(s, t) ? c10::MemoryFormat::ChannelsLast
+                                                                         : c10::MemoryFormat::Contiguous;
+}
+
+constexpr Launchers kCudaLaunchers{&forward, &grad_input, &grad_weight, &cuda::launch_grad_bias, &layout};
 
 // The path all four ops take on CUDA for this configuration (shapes only: meta tensors work too), on the
 // current GPU, or on a GPU of compute capability `capability` (e.g. 90) when it is given.

@@ -23,10 +23,12 @@ namespace deconv_ext {
 namespace cuda {
 namespace {
 
-template <typename T, typename index_t>
+// kNHWC: x and y channels_last (NHWC). Then k runs (jh, jw, ci), channels fastest, and A is gathered
+// k-fastest (neighbouring channels are neighbouring addresses); the store writes channels contiguously.
+template <typename T, typename index_t, bool kNHWC>
 struct ForwardProblem {
   using scalar_t = T;
-  static constexpr bool kPackedB = true, kAlongM = true, kBAlongN = true;
+  static constexpr bool kPackedB = true, kAlongM = !kNHWC, kBAlongN = true;
   ConvT2dShape s;
   const T* x;
   const T* wp;  // packed weights: [phases * groups][Kp][Np]
@@ -58,7 +60,8 @@ struct ForwardProblem {
     N = s.cout_per_group();
     k_begin = 0;
     k_end = s.cin_per_group() * Th * Tw;
-    xg = x + static_cast<index_t>(g * s.cin_per_group()) * s.H_in * s.W_in;
+    xg = x + (kNHWC ? static_cast<index_t>(g * s.cin_per_group())
+                    : static_cast<index_t>(g * s.cin_per_group()) * s.H_in * s.W_in);
     wz = wp + z * Kp * Np;
     return true;
   }
@@ -74,12 +77,19 @@ struct ForwardProblem {
     index_t ci, jh, jw;
   };
   __device__ Col col_a(int64_t k) const {
-    const index_t ki = static_cast<index_t>(k), taps = Th * Tw, r = ki % taps;
-    return Col{ki / taps, r / Tw, r % Tw};
+    const index_t ki = static_cast<index_t>(k);
+    if constexpr (kNHWC) {
+      const index_t cig = static_cast<index_t>(s.cin_per_group()), t = ki / cig;
+      return Col{ki % cig, t / Tw, t % Tw};
+    } else {
+      const index_t taps = Th * Tw, r = ki % taps;
+      return Col{ki / taps, r / Tw, r % Tw};
+    }
   }
   __device__ T load_a(const Row& r, const Col& c) const {
     const index_t ih = r.qh + offh - c.jh * qsh, iw = r.qw + offw - c.jw * qsw;
     if (ih < 0 || ih >= s.H_in || iw < 0 || iw >= s.W_in) return T(0);
+    if constexpr (kNHWC) return r.xn[(ih * static_cast<index_t>(s.W_in) + iw) * static_cast<index_t>(s.C_in) + c.ci];
     return r.xn[(c.ci * static_cast<index_t>(s.H_in) + ih) * static_cast<index_t>(s.W_in) + iw];
   }
   __device__ const T* b_packed(int64_t k, int64_t n) const { return wz + k * Np + n; }
@@ -87,8 +97,9 @@ struct ForwardProblem {
     const index_t mi = static_cast<index_t>(m), qw = mi % Qw, t = mi / Qw, qh = t % Qh, img = t / Qh;
     const index_t co = g * static_cast<index_t>(N) + static_cast<index_t>(n);
     if (b) v += static_cast<float>(b[co]);
-    y[((img * static_cast<index_t>(s.C_out) + co) * s.H_out + rh + qh * s.sH) * s.W_out + rw + qw * s.sW] =
-        static_cast<T>(v);
+    const index_t oh = rh + qh * static_cast<index_t>(s.sH), ow = rw + qw * static_cast<index_t>(s.sW);
+    const index_t H = static_cast<index_t>(s.H_out), W = static_cast<index_t>(s.W_out), C = static_cast<index_t>(s.C_out);
+    y[kNHWC ? ((img * H + oh) * W + ow) * C + co : ((img * C + co) * H + oh) * W + ow] = static_cast<T>(v);
   }
 };
 
@@ -98,12 +109,12 @@ __global__ void __launch_bounds__(igemm::kThreads, 1) forward_gemm_kernel(P p) {
   igemm::mainloop(p);
 }
 
-// wp[phase, g][k = (ci, jh, jw)][co] = w[g*cig + ci, co, tap of (phase, jh, jw)], zero in the padding;
-// float is rounded to TF32 here once instead of in every tile.
+// wp[phase, g][k = (ci, jh, jw), or (jh, jw, ci) for NHWC][co] = w[g*cig + ci, co, tap of (phase, jh, jw)],
+// zero in the padding; float is rounded to TF32 here once instead of in every tile.
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     forward_pack_weight_kernel(const ConvT2dShape s, const T* __restrict__ w, T* __restrict__ wp, int64_t Kp,
-                               int64_t Np, int64_t total) {
+                               int64_t Np, int64_t total, bool nhwc) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
     const int64_t co = i % Np, k = (i / Np) % Kp, z = i / (Np * Kp);
@@ -113,7 +124,8 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t taps = th.count * tw.count, cog = s.cout_per_group();
     float v = 0.f;
     if (co < cog && k < s.cin_per_group() * taps) {
-      const int64_t ci = k / taps, jh = (k % taps) / tw.count, jw = k % tw.count;
+      const int64_t cig = s.cin_per_group(), ci = nhwc ? k % cig : k / taps;
+      const int64_t t = nhwc ? k / cig : k % taps, jh = t / tw.count, jw = t % tw.count;
       const int64_t kh = th.k0 + jh * th.step, kw = tw.k0 + jw * tw.step;
       v = static_cast<float>(w[((g * s.cin_per_group() + ci) * cog + co) * s.kH * s.kW + kh * s.kW + kw]);
     }
@@ -131,7 +143,7 @@ int64_t packed_k(const ConvT2dShape& s) {
   return std::max<int64_t>(igemm::round_up(s.cin_per_group() * taps, 32), 32);
 }
 
-template <typename T, typename index_t>
+template <typename T, typename index_t, bool kNHWC>
 void launch_typed(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
                   const at::Tensor& y) {
   const auto stream = c10::cuda::getCurrentCUDAStream();
@@ -140,10 +152,10 @@ void launch_typed(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& 
   at::Tensor wp = at::empty({problems * Kp * Np}, w.options());
   const int64_t total = wp.numel();
   forward_pack_weight_kernel<T><<<blocks_for(total, kThreads), kThreads, 0, stream>>>(
-      s, w.const_data_ptr<T>(), wp.mutable_data_ptr<T>(), Kp, Np, total);
+      s, w.const_data_ptr<T>(), wp.mutable_data_ptr<T>(), Kp, Np, total, kNHWC);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 
-  using P = ForwardProblem<T, index_t>;
+  using P = ForwardProblem<T, index_t, kNHWC>;
   P p{};
   p.s = s;
   p.x = x.const_data_ptr<T>();
@@ -169,8 +181,11 @@ void launch_forward_gemm(const ConvT2dShape& s, const at::Tensor& x, const at::T
     if constexpr (std::is_same_v<scalar_t, double>) {
       TORCH_CHECK(false, "the tensor-core forward takes float16, bfloat16 and float32 (TF32), got double");
     } else {
-      if (small) launch_typed<scalar_t, int32_t>(s, x, w, b, y);
-      else launch_typed<scalar_t, int64_t>(s, x, w, b, y);
+      const bool cl = is_nhwc(x, y);
+      if (small && cl) launch_typed<scalar_t, int32_t, true>(s, x, w, b, y);
+      else if (small) launch_typed<scalar_t, int32_t, false>(s, x, w, b, y);
+      else if (cl) launch_typed<scalar_t, int64_t, true>(s, x, w, b, y);
+      else launch_typed<scalar_t, int64_t, false>(s, x, w, b, y);
     }
   });
 }

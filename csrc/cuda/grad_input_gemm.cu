@@ -18,10 +18,12 @@ namespace deconv_ext {
 namespace cuda {
 namespace {
 
-template <typename T, typename index_t>
+// kNHWC: gy and gx channels_last. Then k runs (kh, kw, co), channels fastest, A is gathered k-fastest and
+// the packed weight follows that order.
+template <typename T, typename index_t, bool kNHWC>
 struct GradInputProblem {
   using scalar_t = T;
-  static constexpr bool kPackedB = true, kAlongM = true, kBAlongN = true;
+  static constexpr bool kPackedB = true, kAlongM = !kNHWC, kBAlongN = true;
   ConvT2dShape s;
   const T* gy;
   const T* wp;  // packed weights: [groups][Kp][Np]
@@ -39,7 +41,8 @@ struct GradInputProblem {
     N = s.cin_per_group();
     k_begin = 0;
     k_end = s.cout_per_group() * s.kH * s.kW;
-    gyg = gy + static_cast<index_t>(g * s.cout_per_group()) * s.H_out * s.W_out;
+    gyg = gy + (kNHWC ? static_cast<index_t>(g * s.cout_per_group())
+                      : static_cast<index_t>(g * s.cout_per_group()) * s.H_out * s.W_out);
     wz = wp + z * Kp * Np;
     return true;
   }
@@ -57,19 +60,21 @@ struct GradInputProblem {
     index_t co, dh, dw;
   };
   __device__ Col col_a(int64_t k) const {
-    const index_t ki = static_cast<index_t>(k), r = ki % kHW;
-    return Col{ki / kHW, static_cast<index_t>((r / s.kW) * s.dH), static_cast<index_t>((r % s.kW) * s.dW)};
+    const index_t ki = static_cast<index_t>(k), cog = static_cast<index_t>(s.cout_per_group());
+    const index_t co = kNHWC ? ki % cog : ki / kHW, tap = kNHWC ? ki / cog : ki % kHW;
+    return Col{co, static_cast<index_t>((tap / s.kW) * s.dH), static_cast<index_t>((tap % s.kW) * s.dW)};
   }
   __device__ T load_a(const Row& r, const Col& c) const {
     const index_t oh = r.oh0 + c.dh, ow = r.ow0 + c.dw;
     if (oh < 0 || oh >= s.H_out || ow < 0 || ow >= s.W_out) return T(0);
+    if constexpr (kNHWC) return r.gyn[(oh * static_cast<index_t>(s.W_out) + ow) * static_cast<index_t>(s.C_out) + c.co];
     return r.gyn[(c.co * static_cast<index_t>(s.H_out) + oh) * static_cast<index_t>(s.W_out) + ow];
   }
   __device__ const T* b_packed(int64_t k, int64_t n) const { return wz + k * Np + n; }
   __device__ void store(int64_t m, int64_t n, float v) const {
     const index_t mi = static_cast<index_t>(m), hw = static_cast<index_t>(s.H_in * s.W_in);
-    const index_t img = mi / hw, pix = mi % hw;
-    gx[(img * static_cast<index_t>(s.C_in) + g * static_cast<index_t>(N) + static_cast<index_t>(n)) * hw + pix] =
+    const index_t img = mi / hw, pix = mi % hw, ci = g * static_cast<index_t>(N) + static_cast<index_t>(n);
+    gx[kNHWC ? mi * static_cast<index_t>(s.C_in) + ci : (img * static_cast<index_t>(s.C_in) + ci) * hw + pix] =
         static_cast<T>(v);
   }
 };
@@ -80,22 +85,25 @@ __global__ void __launch_bounds__(igemm::kThreads, 1) grad_input_gemm_kernel(P p
   igemm::mainloop(p);
 }
 
-// wp[g][k = (co, kh, kw)][ci] = w[g*cig + ci][k], zero in the padding; float rounded to TF32 once.
+// wp[g][k = (co, kh, kw), or (kh, kw, co) for NHWC][ci] = w[g*cig + ci][co][kh][kw], zero in the padding;
+// float rounded to TF32 once.
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     grad_input_pack_weight_kernel(const ConvT2dShape s, const T* __restrict__ w, T* __restrict__ wp, int64_t Kp,
-                                  int64_t Np, int64_t total) {
-  const int64_t K = s.cout_per_group() * s.kH * s.kW, cig = s.cin_per_group();
+                                  int64_t Np, int64_t total, bool nhwc) {
+  const int64_t K = s.cout_per_group() * s.kH * s.kW, cig = s.cin_per_group(), cog = s.cout_per_group();
+  const int64_t kHW = s.kH * s.kW;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
     const int64_t ci = i % Np, k = (i / Np) % Kp, g = i / (Np * Kp);
-    float v = ci < cig && k < K ? static_cast<float>(w[(g * cig + ci) * K + k]) : 0.f;
+    const int64_t src = nhwc ? (k % cog) * kHW + k / cog : k;  // w's inner index (co, kh, kw)
+    float v = ci < cig && k < K ? static_cast<float>(w[(g * cig + ci) * K + src]) : 0.f;
     if constexpr (std::is_same_v<T, float>) v = __uint_as_float(mma::to_tf32(v));
     wp[i] = static_cast<T>(v);
   }
 }
 
-template <typename T, typename index_t>
+template <typename T, typename index_t, bool kNHWC>
 void launch_typed(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx) {
   const auto stream = c10::cuda::getCurrentCUDAStream();
   const int64_t Kp = std::max<int64_t>(igemm::round_up(s.cout_per_group() * s.kH * s.kW, 32), 32);
@@ -103,10 +111,10 @@ void launch_typed(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor&
   at::Tensor wp = at::empty({s.groups * Kp * Np}, w.options());
   const int64_t total = wp.numel();
   grad_input_pack_weight_kernel<T><<<blocks_for(total, kThreads), kThreads, 0, stream>>>(
-      s, w.const_data_ptr<T>(), wp.mutable_data_ptr<T>(), Kp, Np, total);
+      s, w.const_data_ptr<T>(), wp.mutable_data_ptr<T>(), Kp, Np, total, kNHWC);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 
-  using P = GradInputProblem<T, index_t>;
+  using P = GradInputProblem<T, index_t, kNHWC>;
   P p{};
   p.s = s;
   p.gy = gy.const_data_ptr<T>();
@@ -128,8 +136,11 @@ void launch_grad_input_gemm(const ConvT2dShape& s, const at::Tensor& gy, const a
     if constexpr (std::is_same_v<scalar_t, double>) {
       TORCH_CHECK(false, "the tensor-core grad_input takes float16, bfloat16 and float32 (TF32), got double");
     } else {
-      if (small) launch_typed<scalar_t, int32_t>(s, gy, w, gx);
-      else launch_typed<scalar_t, int64_t>(s, gy, w, gx);
+      const bool cl = is_nhwc(gy, gx);
+      if (small && cl) launch_typed<scalar_t, int32_t, true>(s, gy, w, gx);
+      else if (small) launch_typed<scalar_t, int32_t, false>(s, gy, w, gx);
+      else if (cl) launch_typed<scalar_t, int64_t, true>(s, gy, w, gx);
+      else launch_typed<scalar_t, int64_t, false>(s, gy, w, gx);
     }
   });
 }

@@ -18,10 +18,12 @@ namespace deconv_ext {
 namespace cuda {
 namespace {
 
-template <typename T, typename index_t>
+// kNHWC: x and gy channels_last; then channels are the contiguous dimension of both operands, and they
+// are gathered m- and n-fastest.
+template <typename T, typename index_t, bool kNHWC>
 struct GradWeightProblem {
   using scalar_t = T;
-  static constexpr bool kPackedB = false, kAlongM = false, kBAlongN = false;
+  static constexpr bool kPackedB = false, kAlongM = kNHWC, kBAlongN = kNHWC;
   ConvT2dShape s;
   const T* x;
   const T* gy;
@@ -47,8 +49,8 @@ struct GradWeightProblem {
     const int64_t K = s.N * s.H_in * s.W_in;
     k_begin = std::min(K, split * k_per_split);
     k_end = std::min(K, k_begin + k_per_split);
-    xg = x + static_cast<index_t>(g * M) * hw_in;
-    gyg = gy + static_cast<index_t>(g * N) * hw_out;
+    xg = x + (kNHWC ? static_cast<index_t>(g * M) : static_cast<index_t>(g * M) * hw_in);
+    gyg = gy + (kNHWC ? static_cast<index_t>(g * N) : static_cast<index_t>(g * N) * hw_out);
     pz = part + split * s.C_in * N * kHW;
     return true;
   }
@@ -59,18 +61,23 @@ struct GradWeightProblem {
     index_t off;
     bool valid;
   };
-  __device__ const T* row_a(int64_t m) const { return xg + static_cast<index_t>(m) * hw_in; }
+  __device__ const T* row_a(int64_t m) const { return xg + static_cast<index_t>(m) * (kNHWC ? 1 : hw_in); }
   __device__ ColX col_a(int64_t k) const {
     const index_t ki = static_cast<index_t>(k);
+    if constexpr (kNHWC) return ColX{ki * static_cast<index_t>(s.C_in)};
     return ColX{(ki / hw_in) * static_cast<index_t>(s.C_in) * hw_in + ki % hw_in};
   }
   __device__ T load_a(const T* row, const ColX& c) const { return row[c.off]; }
-  __device__ const T* row_b(int64_t n) const { return gyg + static_cast<index_t>(n) * hw_out; }
+  __device__ const T* row_b(int64_t n) const { return gyg + static_cast<index_t>(n) * (kNHWC ? 1 : hw_out); }
   __device__ ColGy col_b(int64_t k) const {
     const index_t ki = static_cast<index_t>(k), iw = ki % static_cast<index_t>(s.W_in), t = ki / static_cast<index_t>(s.W_in);
     const index_t ih = t % static_cast<index_t>(s.H_in), img = t / static_cast<index_t>(s.H_in);
     const index_t oh = ih * static_cast<index_t>(s.sH) + dh0, ow = iw * static_cast<index_t>(s.sW) + dw0;
     const bool valid = oh >= 0 && oh < s.H_out && ow >= 0 && ow < s.W_out;
+    if constexpr (kNHWC)
+      return ColGy{((img * static_cast<index_t>(s.H_out) + oh) * static_cast<index_t>(s.W_out) + ow) *
+                       static_cast<index_t>(s.C_out),
+                   valid};
     return ColGy{img * static_cast<index_t>(s.C_out) * hw_out + oh * static_cast<index_t>(s.W_out) + ow, valid};
   }
   __device__ T load_b(const T* row, const ColGy& c) const { return c.valid ? row[c.off] : T(0); }
@@ -97,14 +104,14 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-template <typename T, typename index_t>
+template <typename T, typename index_t, bool kNHWC>
 void launch_typed(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw) {
   const auto stream = c10::cuda::getCurrentCUDAStream();
   const int64_t splits = grad_weight_gemm_splits(s);
   const int64_t K = s.N * s.H_in * s.W_in;
   at::Tensor part = at::empty({splits * gw.numel()}, gw.options().dtype(at::kFloat));
 
-  using P = GradWeightProblem<T, index_t>;
+  using P = GradWeightProblem<T, index_t, kNHWC>;
   P p{};
   p.s = s;
   p.x = x.const_data_ptr<T>();
@@ -139,8 +146,11 @@ void launch_grad_weight_gemm(const ConvT2dShape& s, const at::Tensor& gy, const 
     if constexpr (std::is_same_v<scalar_t, double>) {
       TORCH_CHECK(false, "the tensor-core grad_weight takes float16, bfloat16 and float32 (TF32), got double");
     } else {
-      if (small) launch_typed<scalar_t, int32_t>(s, gy, x, gw);
-      else launch_typed<scalar_t, int64_t>(s, gy, x, gw);
+      const bool cl = is_nhwc(gy, x);
+      if (small && cl) launch_typed<scalar_t, int32_t, true>(s, gy, x, gw);
+      else if (small) launch_typed<scalar_t, int32_t, false>(s, gy, x, gw);
+      else if (cl) launch_typed<scalar_t, int64_t, true>(s, gy, x, gw);
+      else launch_typed<scalar_t, int64_t, false>(s, gy, x, gw);
     }
   });
 }

@@ -99,9 +99,9 @@ PATH_DTYPES = {"simt": (torch.float64, torch.float32, torch.bfloat16),
                "gemm": (torch.float32, torch.float16, torch.bfloat16)}
 
 
-def run_case(mod, case, dtype, path):
+def run_case(mod, case, dtype, path, layout="contiguous"):
     """Checks the four emulated ops on one case against PyTorch; returns the list of failure messages."""
-    x, w, b, gy = case.tensors(dtype, seed=0)
+    x, w, b, gy = case.tensors(dtype, seed=0, layout=layout)
     args = case.op_args
     got = {"forward": mod.forward(x, w, b, *args, path), "grad_input": mod.grad_input(gy, w, *args, path),
            "grad_weight": mod.grad_weight(gy, x, list(case.kernel), *args, path), "grad_bias": mod.grad_bias(gy)}
@@ -111,7 +111,7 @@ def run_case(mod, case, dtype, path):
     failures = []
     for op_name, value in got.items():
         try:
-            ref.check(op_name, value, context=f" [{case}, {dtype}, {path}]", input_roundoff=roundoff)
+            ref.check(op_name, value, context=f" [{case}, {dtype}, {path}, {layout}]", input_roundoff=roundoff)
         except AssertionError as e:
             failures.append(str(e))
     # same inputs twice: bitwise equal (fixed reduction order)
