@@ -171,6 +171,18 @@ def test_batch_goes_past_broken_files(capsys, tmp_path):
     assert sorted(os.listdir(dst)) == ["a_broken.png", "b.png", "sub"]  # no temporary files
 
 
+def test_batch_same_stem_different_extensions(capsys, tmp_path):
+    """a.jpg and a.png must not both become out/a.png (one would overwrite the other)."""
+    src, dst = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    _image(src / "a.png", seed=1)
+    Image.open(src / "a.png").save(src / "a.jpg")
+    _image(src / "b.png", seed=2)
+    status, _, _ = _run(capsys, "sr", "upscale", "-i", str(src), "-o", str(dst))
+    assert status == 0
+    assert sorted(os.listdir(dst)) == ["a_jpg.png", "a_png.png", "b.png"]
+
+
 def test_batch_out_of_memory_on_one_image(capsys, tmp_path, monkeypatch):
     (tmp_path / "in").mkdir()
     _image(tmp_path / "in" / "big.png", size=(30, 8))

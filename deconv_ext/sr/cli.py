@@ -298,8 +298,14 @@ def _jobs(args):
         if os.path.exists(out_dir) and not os.path.isdir(out_dir):
             raise UsageError(f"{out_dir}: is a file; with a folder as input, -o names the output folder")
         _check_writable_folder(os.path.join(out_dir, "x.png"), "-o")
-        jobs = [(p, os.path.join(out_dir, os.path.splitext(os.path.relpath(p, args.input))[0] + ".png"))
-                for p in _list_images(args.input, "-i")]
+        files = _list_images(args.input, "-i")
+        stems = [os.path.splitext(os.path.relpath(p, args.input)) for p in files]
+        taken = {}
+        for stem, _ in stems:
+            taken[stem] = taken.get(stem, 0) + 1
+        # a.jpg and a.png would both become a.png: such files keep their extension in the name (a_jpg.png)
+        jobs = [(p, os.path.join(out_dir, (stem if taken[stem] == 1 else f"{stem}_{ext.lstrip('.')}") + ".png"))
+                for p, (stem, ext) in zip(files, stems)]
         return jobs, True
     stem = os.path.splitext(os.path.basename(args.input))[0]
     dst = args.output or f"{stem}_x{args.scale}.png"
