@@ -12,7 +12,8 @@ variables DECONV_EXT_CPU_PATH and DECONV_EXT_CPU_ISA do the same as forced() for
 
 CUDA (builds with CUDA kernels): cuda_path() names the path, DECONV_EXT_CUDA_PATH (or forced(cuda_path=...))
 forces one: "gemm" (tensor cores: float16, bfloat16, float32 as TF32 when torch.backends.cudnn.allow_tf32 is
-True; sm_80+) or "simt" (every dtype). The rule and its reasons: csrc/cuda/conv_transpose2d.cu.
+True; sm_80+), "subpixel" (the forward of layers with C_out <= 4 and a square stride 2-4; gradients as simt)
+or "simt" (every dtype). The rule and its reasons: csrc/cuda/conv_transpose2d.cu.
 """
 import contextlib
 import os
@@ -26,7 +27,7 @@ __all__ = ["CPU_PATHS", "CPU_ISAS", "CUDA_PATHS", "cpu_path", "cpu_isas", "cuda_
 
 CPU_PATHS = ("generic", "direct", "gemm")
 CPU_ISAS = ("baseline", "avx2", "avx512")
-CUDA_PATHS = ("simt", "gemm")
+CUDA_PATHS = ("simt", "gemm", "subpixel")
 _ENV = {"path": "DECONV_EXT_CPU_PATH", "isa": "DECONV_EXT_CPU_ISA", "cuda_path": "DECONV_EXT_CUDA_PATH"}
 
 

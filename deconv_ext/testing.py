@@ -30,7 +30,7 @@ import random
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Case", "Reference", "run_ops", "random_cases", "GRID", "GEMM_GRID", "TF32_ROUNDOFF", "BENCH", "BENCH_GPU", "BENCH_QUICK", "BENCH_MEMORY",
+__all__ = ["Case", "Reference", "run_ops", "random_cases", "GRID", "GEMM_GRID", "SUBPIXEL_GRID", "TF32_ROUNDOFF", "BENCH", "BENCH_GPU", "BENCH_QUICK", "BENCH_MEMORY",
            "UNIT_ROUNDOFF", "OPS"]
 
 OPS = ("forward", "grad_input", "grad_weight", "grad_bias")
@@ -287,6 +287,15 @@ GEMM_GRID = [
     Case("gemm_no_tap_phases", 2, 17, 19, 4, 5, 2, stride=3, padding=(0, 1), output_padding=(2, 1)),
     Case("gemm_split_k", 2, 20, 18, 16, 16, 2, stride=2),
     Case("gemm_groups", 2, 36, 34, 5, 6, 3, stride=2, padding=1, groups=2, bias=False),
+]
+# The CUDA sub-pixel forward (csrc/cuda/forward_subpixel.cu; C_out <= 4, square stride 2-4): strides 2, 3, 4,
+# tiles of 8 x 32 low-resolution positions with tails in both directions, input-channel chunks of 8 with a
+# tail, 1 to 4 output channels, kernel 11, phases no tap reaches, no bias.
+SUBPIXEL_GRID = [
+    Case("subpixel_x4_rgba", 2, 13, 4, 5, 37, 9, stride=4, padding=4, output_padding=3),
+    Case("subpixel_x2_k11", 1, 9, 2, 11, 9, 11, stride=2, padding=5, output_padding=1, bias=False),
+    Case("subpixel_x3_no_tap_phases", 2, 10, 1, 9, 20, 2, stride=3),
+    Case("subpixel_tall", 1, 3, 3, 20, 3, 4, stride=2, padding=1),
 ]
 # TF32 (the GEMM path's float32) rounds inputs to 10 mantissa bits: Reference.check(input_roundoff=...).
 TF32_ROUNDOFF = 2.0 ** -11

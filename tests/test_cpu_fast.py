@@ -232,3 +232,14 @@ def test_cuda_path_query_in_cuda_builds():
         dispatch.cuda_path(big_x.half(), big_w.half(), capability=(7, 0))
     with dispatch.forced(cuda_path="gemm"):
         assert dispatch.cuda_path(x.half(), w.half(), capability=(9, 0)) == "gemm"  # forced past the rule
+    # Few output channels with a square stride 2-4 (super-resolution last layers): the sub-pixel forward.
+    sr_x, sr_w = torch.empty(1, 56, 8, 8, device="meta"), torch.empty(56, 1, 9, 9, device="meta")
+    for scale in (2, 3, 4):
+        assert dispatch.cuda_path(sr_x, sr_w, stride=scale, padding=4, output_padding=scale - 1,
+                                  capability=(9, 0)) == "subpixel"
+    assert dispatch.cuda_path(sr_x, sr_w, stride=(2, 3), padding=4, capability=(9, 0)) == "simt"  # not square
+    assert dispatch.cuda_path(sr_x.double(), sr_w.double(), stride=2, padding=4, capability=(9, 0)) == "simt"
+    assert dispatch.cuda_path(sr_x, torch.empty(56, 5, 9, 9, device="meta"), stride=2, padding=4,
+                              capability=(9, 0)) == "simt"  # 5 output channels
+    with dispatch.forced(cuda_path="subpixel"), pytest.raises(RuntimeError, match="square stride of 2 to 4"):
+        dispatch.cuda_path(sr_x, sr_w, stride=5, padding=4, capability=(9, 0))

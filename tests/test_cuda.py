@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import deconv_ext
 from deconv_ext import dispatch
-from deconv_ext.testing import GEMM_GRID, GRID, TF32_ROUNDOFF, Case, Reference, run_ops
+from deconv_ext.testing import GEMM_GRID, GRID, SUBPIXEL_GRID, TF32_ROUNDOFF, Case, Reference, run_ops
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 ops = torch.ops.deconv_ext
@@ -58,6 +58,21 @@ def test_gemm_path_matches_pytorch(case, layout, dtype, monkeypatch):
     again = run_ops(x, w, b, gy, case)
     for op_name in got:
         assert torch.equal(again[op_name], got[op_name]), f"{op_name}: not bitwise reproducible"
+
+
+SUBPIXEL_CASES = SUBPIXEL_GRID + [CASES[n] for n in ("fsrcnn", "fsrcnn_wide", "rgb_out", "kernel_1x1")]
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("case", SUBPIXEL_CASES, ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["f32", "f16", "bf16"])
+def test_subpixel_path_matches_pytorch(case, layout, dtype, monkeypatch):
+    """The few-output-channel forward (and the simt gradients it comes with), forced."""
+    monkeypatch.setenv("DECONV_EXT_CUDA_PATH", "subpixel")
+    x, w, b, gy = case.tensors(dtype, device="cuda", layout=layout)
+    got = run_ops(x, w, b, gy, case)
+    Reference(x, w, b, gy, **case.params).check_all(got, context=f" [{case}, {layout}, subpixel]")
+    assert torch.equal(run_ops(x, w, b, gy, case)["forward"], got["forward"])
 
 
 @pytest.mark.parametrize("path", ["simt", "gemm"])
@@ -111,7 +126,7 @@ def test_path_query_and_forcing(monkeypatch):
     xb, wb, _, _ = big.tensors(torch.float16, device="cuda")
     assert dispatch.cuda_path(xb, wb, **big.params) == ("gemm" if HAS_TENSOR_CORE_PATH else "simt")
     monkeypatch.setenv("DECONV_EXT_CUDA_PATH", "tensor_core_someday")
-    with pytest.raises(RuntimeError, match="DECONV_EXT_CUDA_PATH: expected one of auto, simt, gemm"):
+    with pytest.raises(RuntimeError, match="DECONV_EXT_CUDA_PATH: expected one of auto, simt, gemm, subpixel"):
         ops.conv_transpose2d(x, w, b, *case.op_args)
 
 

@@ -1,7 +1,7 @@
-"""The tensor-core kernels as nvcc builds them (no GPU needed, only nvcc): ptxas' resource report shows no
-local-memory spill in any GEMM kernel, and the SASS holds tensor-core instructions (HMMA).
+"""The tensor-core and sub-pixel kernels as nvcc builds them (no GPU needed, only nvcc): ptxas' resource report
+shows no local-memory spill in any of them, and the GEMM kernels' SASS holds tensor-core instructions (HMMA).
 
-Each GEMM file is compiled for sm_90 (or the first arch >= 8.0 of TORCH_CUDA_ARCH_LIST) with the flags the
+Each file is compiled for sm_90 (or the first arch >= 8.0 of TORCH_CUDA_ARCH_LIST) with the flags the
 extension's build uses (setup.py) plus `-Xptxas -v`. Skipped where nvcc is missing.
 """
 import glob
@@ -15,6 +15,9 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GEMM_FILES = ("forward_gemm", "grad_input_gemm", "grad_weight_gemm")
+# file -> (kernel name part, instantiations): 3 dtypes x 2 index widths x 2 layouts; 3 dtypes x 3 strides
+KERNELS = {name: ("gemm_kernel", 12) for name in GEMM_FILES}
+KERNELS["forward_subpixel"] = ("subpixel_kernel", 9)
 NVCC = shutil.which("nvcc")
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(NVCC is None, reason="nvcc not on PATH")]
 
@@ -47,7 +50,7 @@ def builds(tmp_path_factory):
     inc = os.path.join(os.path.dirname(torch.__file__), "include")
     arch = _arch()
     procs = {}
-    for name in GEMM_FILES:
+    for name in KERNELS:
         obj = str(out / f"{name}.o")
         cmd = [NVCC, "-c", os.path.join(ROOT, "csrc", "cuda", name + ".cu"), "-o", obj, "-I", inc,
                "-I", os.path.join(inc, "torch", "csrc", "api", "include"), "-I", os.path.join(ROOT, "csrc"),
@@ -68,10 +71,11 @@ def _entries(report):
     return [(b.split("'")[1], b) for b in blocks]
 
 
-@pytest.mark.parametrize("name", GEMM_FILES)
-def test_gemm_kernels_do_not_spill(builds, name):
-    entries = [(fn, b) for fn, b in _entries(builds[name][0]) if "gemm_kernel" in fn]
-    assert len(entries) == 12, f"expected 3 dtypes x 2 index widths x 2 layouts of the GEMM kernel, got {len(entries)}"
+@pytest.mark.parametrize("name", list(KERNELS))
+def test_kernels_do_not_spill(builds, name):
+    part, count = KERNELS[name]
+    entries = [(fn, b) for fn, b in _entries(builds[name][0]) if part in fn]
+    assert len(entries) == count, f"expected {count} instantiations of the {part}, got {len(entries)}"
     for fn, block in entries:
         m = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", block)
         assert m, f"no spill line for {fn}"

@@ -47,6 +47,12 @@ def test_simt_path(emu, case, dtype):
     assert emulate.run_case(emu, case, dtype, "simt") == []
 
 
+@pytest.mark.parametrize("dtype", emulate.PATH_DTYPES["subpixel"], ids=str)
+@pytest.mark.parametrize("case", emulate.SUBPIXEL_CASES, ids=_ids(emulate.SUBPIXEL_CASES))
+def test_subpixel_path(emu, case, dtype):
+    assert emulate.run_case(emu, case, dtype, "subpixel") == []
+
+
 CHANNELS_LAST = [c for c in GEMM_ALL if c.name in ("gemm_tiles_tails", "gemm_phases_dilated", "gemm_no_tap_phases",
                                                   "gemm_split_k", "gemm_groups", "dcgan", "stride_gt_kernel", "batch0")]
 

@@ -7,13 +7,17 @@
 //           mma.sync); float16, bfloat16, and float32 as TF32 when torch.backends.cudnn.allow_tf32 is
 //           True (the flag F.conv_transpose2d obeys; default True); sm_80 or newer. NCHW, and
 //           channels_last (NHWC) images as they are, with no layout conversion.
+//   "subpixel"  few output channels (C_out <= 4, groups 1, square stride 2-4: super-resolution last layers):
+//           the forward by forward_subpixel.cu (a stride-1 convolution in low-resolution space with S*S*C_out
+//           outputs, input tiles and weights in shared memory, the pixel shuffle fused into the store);
+//           the gradients by the simt kernels.
 //   "simt"  the gather/direct kernels of forward.cu, grad_input.cu, grad_weight.cu: every dtype (float32
-//           exactly, float64), every GPU; the reference the GEMM path is tested against.
+//           exactly, float64), every GPU; the reference the other paths are tested against.
 // Rule: gemm where it can serve the call and both C_in/groups and C_out/groups are at least 16 (the GEMM's
-// N and reduction are then worth a 64 x 64 tile; depthwise layers and the few-output-channel layers of
-// super-resolution stay on simt); simt otherwise. DECONV_EXT_CUDA_PATH=auto|simt|gemm forces a path
-// (gemm where it cannot serve the call raises, saying why), and deconv_ext::_cuda_path names the path
-// a call takes.
+// N and reduction are then worth a 64 x 64 tile); else subpixel where it serves the call; else simt
+// (depthwise layers, odd strides, float64, ...). DECONV_EXT_CUDA_PATH=auto|simt|gemm|subpixel forces a
+// path (one that cannot serve the call raises, saying why), and deconv_ext::_cuda_path names the path a
+// call takes.
 #include <ATen/Context.h>
 #include <cuda_runtime_api.h>
 #include <torch/library.h>
@@ -56,8 +60,8 @@ const char* gemm_unsupported(const ConvT2dShape& s, at::ScalarType t, int64_t ca
 const char* choose_path(const ConvT2dShape& s, at::ScalarType t, int64_t capability) {
   const char* forced = std::getenv("DECONV_EXT_CUDA_PATH");
   const std::string f = forced ? forced : "";
-  TORCH_CHECK(f.empty() || f == "auto" || f == "simt" || f == "gemm",
-              "DECONV_EXT_CUDA_PATH: expected one of auto, simt, gemm, got '", f, "'");
+  TORCH_CHECK(f.empty() || f == "auto" || f == "simt" || f == "gemm" || f == "subpixel",
+              "DECONV_EXT_CUDA_PATH: expected one of auto, simt, gemm, subpixel, got '", f, "'");
   if (f == "simt") return "simt";
   const char* why = gemm_unsupported(s, t, capability);
   if (f == "gemm") {
@@ -65,7 +69,16 @@ const char* choose_path(const ConvT2dShape& s, at::ScalarType t, int64_t capabil
                 ", compute capability ", capability / 10, ".", capability % 10, ")");
     return "gemm";
   }
-  return why == nullptr && s.cin_per_group() >= 16 && s.cout_per_group() >= 16 ? "gemm" : "simt";
+  const bool subpixel = cuda::subpixel_forward_serves(s, t);
+  if (f == "subpixel") {
+    TORCH_CHECK(subpixel, "DECONV_EXT_CUDA_PATH=subpixel: the sub-pixel forward serves C_out <= 4, groups 1, a "
+                "square stride of 2 to 4, dilation 1, kernels up to 11 and float32/float16/bfloat16; got C_out ",
+                s.C_out, ", groups ", s.groups, ", stride (", s.sH, ", ", s.sW, "), dilation (", s.dH, ", ", s.dW,
+                "), kernel (", s.kH, ", ", s.kW, "), ", t);
+    return "subpixel";
+  }
+  if (why == nullptr && s.cin_per_group() >= 16 && s.cout_per_group() >= 16) return "gemm";
+  return subpixel ? "subpixel" : "simt";
 }
 
 bool use_gemm(const ConvT2dShape& s, at::ScalarType t) {
@@ -73,7 +86,9 @@ bool use_gemm(const ConvT2dShape& s, at::ScalarType t) {
 }
 
 void forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, const at::Tensor& y) {
-  if (use_gemm(s, x.scalar_type())) cuda::launch_forward_gemm(s, x, w, b, y);
+  const char* path = choose_path(s, x.scalar_type(), current_capability());
+  if (std::strcmp(path, "gemm") == 0) cuda::launch_forward_gemm(s, x, w, b, y);
+  else if (std::strcmp(path, "subpixel") == 0) cuda::launch_forward_subpixel(s, x, w, b, y);
   else cuda::launch_forward(s, x, w, b, y);
 }
 void grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx) {

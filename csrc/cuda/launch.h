@@ -33,5 +33,11 @@ void launch_grad_input_gemm(const ConvT2dShape& s, const at::Tensor& gy, const a
 void launch_grad_weight_gemm(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw);
 int64_t grad_weight_gemm_splits(const ConvT2dShape& s);
 
+// The few-output-channel forward (forward_subpixel.cu: the sub-pixel rewrite, a stride-1 convolution in
+// low-resolution space with S*S*C_out outputs per pixel); subpixel_forward_serves says where it applies.
+bool subpixel_forward_serves(const ConvT2dShape& s, at::ScalarType t);
+void launch_forward_subpixel(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
+                             const at::Tensor& y);
+
 }  // namespace cuda
 }  // namespace deconv_ext

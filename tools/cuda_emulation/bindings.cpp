@@ -14,10 +14,13 @@ const Launchers kSimt{&cuda::launch_forward, &cuda::launch_grad_input, &cuda::la
 c10::MemoryFormat gemm_layout(const ConvT2dShape&, at::ScalarType, c10::MemoryFormat preferred) { return preferred; }
 const Launchers kGemm{&cuda::launch_forward_gemm, &cuda::launch_grad_input_gemm, &cuda::launch_grad_weight_gemm,
                       &cuda::launch_grad_bias, &gemm_layout};
-// path: "simt" or "gemm" (the two CUDA paths; csrc/cuda/conv_transpose2d.cu chooses between them on a GPU)
+const Launchers kSubpixel{&cuda::launch_forward_subpixel, &cuda::launch_grad_input, &cuda::launch_grad_weight,
+                          &cuda::launch_grad_bias};
+// path: "simt", "gemm" or "subpixel" (the CUDA paths; csrc/cuda/conv_transpose2d.cu chooses on a GPU)
 const Launchers& launchers(const std::string& path) {
-  TORCH_CHECK(path == "simt" || path == "gemm", "path: expected simt or gemm, got '", path, "'");
-  return path == "gemm" ? kGemm : kSimt;
+  TORCH_CHECK(path == "simt" || path == "gemm" || path == "subpixel", "path: expected simt, gemm or subpixel, got '",
+              path, "'");
+  return path == "gemm" ? kGemm : path == "subpixel" ? kSubpixel : kSimt;
 }
 }  // namespace
 

@@ -24,7 +24,7 @@ import torch
 from torch.utils.cpp_extension import load
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from deconv_ext.testing import GEMM_GRID, GRID, TF32_ROUNDOFF, Case, Reference  # noqa: E402
+from deconv_ext.testing import GEMM_GRID, GRID, SUBPIXEL_GRID, TF32_ROUNDOFF, Case, Reference  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -46,7 +46,7 @@ def transform(text):
     def launch(m):
         kernel, config = m.group(1), m.group(2)
         # grad_bias and the GEMM tiles need every block; the rest are grid-stride loops
-        cap = 0 if "grad_bias" in kernel or "gemm_kernel" in kernel else 3
+        cap = 0 if any(k in kernel for k in ("grad_bias", "gemm_kernel", "subpixel_kernel")) else 3
         return f"::emu::launch({config}, {cap}u, [](auto... emu_a) {{ {kernel}(emu_a...); }}, "
 
     text, n = re.subn(r"(\b\w+_kernel<[^<>]*>)\s*<<<(.*?)>>>\(", launch, text, flags=re.S)
@@ -54,7 +54,8 @@ def transform(text):
     return '#include "emu_cuda.h"\n' + text
 
 
-CUDA_FILES = ("forward", "grad_input", "grad_weight", "forward_gemm", "grad_input_gemm", "grad_weight_gemm")
+CUDA_FILES = ("forward", "grad_input", "grad_weight", "forward_gemm", "grad_input_gemm", "grad_weight_gemm",
+              "forward_subpixel")
 
 
 def build(name="deconv_emu"):
@@ -94,9 +95,12 @@ CASES = GRID + [
     Case("split_reductions", 2, 1, 1, 40, 40, 2, stride=2),  # grad_weight/grad_bias in parts (= 3)
 ]
 GEMM_CASES = GEMM_GRID
+# The sub-pixel forward: the grid's cases it serves, and its own.
+SUBPIXEL_CASES = SUBPIXEL_GRID + [c for c in GRID if c.name in ("fsrcnn", "fsrcnn_wide", "rgb_out", "kernel_1x1")]
 # Per path, the dtypes it serves (the GEMM path takes float32 as TF32).
 PATH_DTYPES = {"simt": (torch.float64, torch.float32, torch.bfloat16),
-               "gemm": (torch.float32, torch.float16, torch.bfloat16)}
+               "gemm": (torch.float32, torch.float16, torch.bfloat16),
+               "subpixel": (torch.float32, torch.float16, torch.bfloat16)}
 
 
 def run_case(mod, case, dtype, path, layout="contiguous"):
@@ -125,8 +129,8 @@ def run_case(mod, case, dtype, path, layout="contiguous"):
 def main():
     mod = build()
     failures, checks = [], 0
-    for path in ("simt", "gemm"):
-        cases = CASES + GEMM_CASES if path == "gemm" else CASES
+    for path in ("simt", "gemm", "subpixel"):
+        cases = {"simt": CASES, "gemm": CASES + GEMM_CASES, "subpixel": SUBPIXEL_CASES}[path]
         for case, dtype in itertools.product(cases, PATH_DTYPES[path]):
             found = run_case(mod, case, dtype, path)
             checks += 4
