@@ -65,7 +65,8 @@ assert torch.cuda.is_available(), 'no GPU visible to torch'
 for op in ('conv_transpose2d', 'conv_transpose2d_grad_input', 'conv_transpose2d_grad_weight', 'conv_transpose2d_grad_bias'):
     assert torch._C._dispatch_has_kernel_for_dispatch_key('deconv_ext::' + op, 'CUDA'), op + ' has no CUDA kernel'
 print('CUDA kernels registered; build imported from', deconv_ext._C.__file__)"
-step pytest 360 $PY -m pytest tests -q -p no:cacheprovider -rs -m "not wheel" --maxfail=25
+# gpu_free: the CPU emulator and nvcc-report tests (CI runs them; minutes of CPU, nothing for the GPU)
+step pytest 360 $PY -m pytest tests -q -p no:cacheprovider -rs -m "not wheel and not gpu_free" --maxfail=25
 step determinism 120 $PY benchmarks/determinism_check.py --runs 10
 rm -f "$OUT/bench.md" "$OUT/bench.json"  # no stale tables in the summary if the run fails
 step bench 300 $PY -m deconv_ext bench --device cuda --json "$OUT/bench.json" --markdown "$OUT/bench.md"

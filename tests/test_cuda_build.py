@@ -19,7 +19,7 @@ GEMM_FILES = ("forward_gemm", "grad_input_gemm", "grad_weight_gemm")
 KERNELS = {name: ("gemm_kernel", 12) for name in GEMM_FILES}
 KERNELS["forward_subpixel"] = ("subpixel_kernel", 9)
 NVCC = shutil.which("nvcc")
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(NVCC is None, reason="nvcc not on PATH")]
+pytestmark = [pytest.mark.slow, pytest.mark.gpu_free, pytest.mark.skipif(NVCC is None, reason="nvcc not on PATH")]
 
 
 def _arch():

@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools", "cuda_emulation"))
 import emulate  # noqa: E402
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
+pytestmark = [pytest.mark.slow, pytest.mark.gpu_free, pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
                                                    reason="no C++ compiler for the emulator")]
 
 # The GEMM path on the GEMM cases and the grid, less the cases whose long reductions or many phases make
