@@ -2,7 +2,8 @@
 
 The cases are deconv_ext.testing.GRID (every kernel variant: channel-blocked and unblocked, partial
 channel blocks, groups, stride > kernel, dilation, split two-pass reductions, batch 0) in float32 and
-float16 on the path the dispatcher picks, then GEMM_GRID + GRID forced onto the tensor cores
+float16 on the path the dispatcher picks (the SR cases take the sub-pixel forward), then GEMM_GRID forced onto
+the tensor cores
 (DECONV_EXT_CUDA_PATH=gemm; GPUs of compute capability 8.0+) in float16 and float32 (TF32): its shared-memory
 stages, cp.async and ldmatrix are what racecheck is for. Judged by deconv_ext.testing.Reference. Inputs are made on the CPU so that the sanitizer sees
 few kernels besides ours. Exits non-zero if a result is wrong.
@@ -42,9 +43,11 @@ def main():
     ok = all([check(args.device, dtype) for dtype in (torch.float32, torch.float16)])
     if args.device == "cuda" and torch.cuda.get_device_capability() >= (8, 0):
         torch.backends.cudnn.allow_tf32 = True
+        # GEMM_GRID covers the tile tails, phases, split-K and groups; racecheck is slow on shared-memory-heavy
+        # kernels, so the grid's cases (on the GEMM path in tests/test_cuda.py) are left out here.
         with dispatch.forced(cuda_path="gemm"):
-            ok &= check("cuda", torch.float16, GEMM_GRID + GRID)
-            ok &= check("cuda", torch.float32, GEMM_GRID + GRID, TF32_ROUNDOFF)
+            ok &= check("cuda", torch.float16, GEMM_GRID)
+            ok &= check("cuda", torch.float32, GEMM_GRID, TF32_ROUNDOFF)
     if args.device == "cuda":
         torch.cuda.synchronize()
     print("sanitizer case:", "ok" if ok else "WRONG RESULTS")
