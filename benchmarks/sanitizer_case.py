@@ -2,11 +2,11 @@
 
 The cases are deconv_ext.testing.GRID (every kernel variant: channel-blocked and unblocked, partial
 channel blocks, groups, stride > kernel, dilation, split two-pass reductions, batch 0) in float32 and
-float16 on the path the dispatcher picks (the SR cases take the sub-pixel forward), then GEMM_GRID forced onto
-the tensor cores
-(DECONV_EXT_CUDA_PATH=gemm; GPUs of compute capability 8.0+) in float16 and float32 (TF32): its shared-memory
-stages, cp.async and ldmatrix are what racecheck is for. Judged by deconv_ext.testing.Reference. Inputs are made on the CPU so that the sanitizer sees
-few kernels besides ours. Exits non-zero if a result is wrong.
+float16 on the path the dispatcher picks (the SR cases take the sub-pixel forward), then GEMM_GRID forced
+onto the tensor cores (DECONV_EXT_CUDA_PATH=gemm; GPUs of compute capability 8.0+) in float16 and float32
+(TF32): its shared-memory stages, cp.async and ldmatrix are what racecheck is for. Judged by
+deconv_ext.testing.Reference. Inputs are made on the CPU so that the sanitizer sees few kernels besides
+ours. Exits non-zero if a result is wrong.
     compute-sanitizer --tool memcheck --error-exitcode 1 python benchmarks/sanitizer_case.py
     python benchmarks/sanitizer_case.py --device cpu     # dry run without a GPU
 """
