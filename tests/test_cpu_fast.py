@@ -129,6 +129,16 @@ def test_grad_bias_of_channels_last_is_bitwise_the_nchw_one(dtype):
     assert torch.equal(ours(gy.contiguous(memory_format=torch.channels_last)), ours(gy))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_channels_last_gemm_is_bitwise_reproducible(dtype):
+    case = Case("cl_chunks", 3, 24, 20, 64, 64, 4, stride=2, padding=1)  # rows of each image in 2 chunks
+    x, w, b, gy = case.tensors(dtype, seed=7, layout="channels_last")
+    with dispatch.forced(path="gemm"):
+        first, again = run_ops(x, w, b, gy, case), run_ops(x, w, b, gy, case)
+    for op_name in first:
+        assert torch.equal(first[op_name], again[op_name]), op_name
+
+
 def test_channels_last_has_no_layout_round_trip():
     case = Case("cl", 2, 24, 20, 6, 7, 3, stride=2, padding=1, output_padding=1)
     assert _image_copies(case, "gemm") == []
