@@ -28,7 +28,6 @@ from deconv_ext.testing import GEMM_GRID, GRID, SUBPIXEL_GRID, TF32_ROUNDOFF, Ca
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-CUDA_SRC = os.path.join(ROOT, "csrc", "cuda")
 
 
 def mutate(text):
@@ -59,28 +58,28 @@ CUDA_FILES = ("forward", "grad_input", "grad_weight", "forward_gemm", "grad_inpu
 
 
 def build(name="deconv_emu"):
-    """Compiles csrc/ (a copy, with EMU_MUTATE applied) for the CPU; returns the module (forward, grad_input,
-    grad_weight taking a trailing path "simt" or "gemm", and grad_bias)."""
+    """Compiles csrc/ (a copy, with EMU_MUTATE applied) for the CPU as module `name`; returns it (forward,
+    grad_input, grad_weight taking a trailing path "simt", "gemm" or "subpixel", and grad_bias)."""
     out = tempfile.mkdtemp(prefix="deconv_emu_")
     src = os.path.join(out, "csrc")
     mutated = False
     for dirpath, _, files in os.walk(os.path.join(ROOT, "csrc")):
         dest = os.path.join(src, os.path.relpath(dirpath, os.path.join(ROOT, "csrc")))
         os.makedirs(dest, exist_ok=True)
-        for name in files:
-            with open(os.path.join(dirpath, name)) as f:
+        for file in files:
+            with open(os.path.join(dirpath, file)) as f:
                 text = f.read()
             new = mutate(text)
             mutated |= new != text
-            with open(os.path.join(dest, name), "w") as f:
+            with open(os.path.join(dest, file), "w") as f:
                 f.write(new)
     if os.environ.get("EMU_MUTATE") and not mutated:
         raise ValueError("EMU_MUTATE: the text to replace occurs in no file under csrc/")
     sources = [os.path.join(HERE, "bindings.cpp"), os.path.join(src, "conv_transpose2d.cpp")]
-    for name in CUDA_FILES:
-        with open(os.path.join(src, "cuda", name + ".cu")) as f:
+    for stem in CUDA_FILES:
+        with open(os.path.join(src, "cuda", stem + ".cu")) as f:
             text = transform(f.read())
-        path = os.path.join(src, "cuda", name + "_emu.cpp")
+        path = os.path.join(src, "cuda", stem + "_emu.cpp")
         with open(path, "w") as f:
             f.write(text)
         sources.append(path)
