@@ -60,6 +60,14 @@ struct Launchers {
   bool grad_bias_takes_channels_last = false;
 };
 
+// For a launcher: whether two of its images came channels_last (NHWC), i.e. what its `layout` chose. An
+// image whose NCHW and NHWC layouts coincide (C == 1, or H == W == 1) passes either way, and either
+// indexing reads it right.
+inline bool images_nhwc(const at::Tensor& a, const at::Tensor& b) {
+  return a.is_contiguous(c10::MemoryFormat::ChannelsLast) && b.is_contiguous(c10::MemoryFormat::ChannelsLast) &&
+         !(a.is_contiguous() && b.is_contiguous());
+}
+
 // The four ops, written once for every backend: check -> device guard -> shape -> the launchers' layout ->
 // allocate -> empty handling -> launch -> the layout PyTorch would choose (result_memory_format).
 at::Tensor forward_entry(const Launchers& l, const at::Tensor& input, const at::Tensor& weight,

@@ -134,12 +134,6 @@ c10::MemoryFormat launch_layout(const ConvT2dShape& s, at::ScalarType t, c10::Me
              ? c10::MemoryFormat::ChannelsLast
              : c10::MemoryFormat::Contiguous;
 }
-// Whether two images are laid out as NHWC (what launch_layout chose; an image whose NCHW and NHWC
-// layouts coincide, C == 1 or H == W == 1, passes either way, and either kernel reads it right).
-bool nhwc(const at::Tensor& a, const at::Tensor& b) {
-  return a.is_contiguous(c10::MemoryFormat::ChannelsLast) && b.is_contiguous(c10::MemoryFormat::ChannelsLast) &&
-         !(a.is_contiguous() && b.is_contiguous());
-}
 at::Tensor widened(const at::Tensor& t) { return t.defined() ? t.to(at::kFloat) : t; }
 
 template <typename Fast>
@@ -154,7 +148,7 @@ void forward_launch(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor
   const cpu::Path p = cpu::choose_path(s, x.scalar_type());
   auto fast = [&](const at::Tensor& x_, const at::Tensor& w_, const at::Tensor& b_, const at::Tensor& y_) {
     if (p == cpu::Path::direct) cpu::direct_forward(s, x_, w_, b_, y_);
-    else if (nhwc(x_, y_)) cpu::gemm_nhwc_forward(s, x_, w_, b_, y_);
+    else if (images_nhwc(x_, y_)) cpu::gemm_nhwc_forward(s, x_, w_, b_, y_);
     else cpu::gemm_forward(s, x_, w_, b_, y_);
   };
   if (p != cpu::Path::generic && is_half(x.scalar_type()))
@@ -170,7 +164,7 @@ void grad_input_launch(const ConvT2dShape& s, const at::Tensor& gy, const at::Te
   const cpu::Path p = cpu::choose_path(s, gy.scalar_type());
   auto fast = [&](const at::Tensor& gy_, const at::Tensor& w_, const at::Tensor& gx_) {
     if (p == cpu::Path::direct) cpu::direct_grad_input(s, gy_, w_, gx_);
-    else if (nhwc(gy_, gx_)) cpu::gemm_nhwc_grad_input(s, gy_, w_, gx_);
+    else if (images_nhwc(gy_, gx_)) cpu::gemm_nhwc_grad_input(s, gy_, w_, gx_);
     else cpu::gemm_grad_input(s, gy_, w_, gx_);
   };
   if (p != cpu::Path::generic && is_half(gy.scalar_type()))
@@ -186,7 +180,7 @@ void grad_weight_launch(const ConvT2dShape& s, const at::Tensor& gy, const at::T
   const cpu::Path p = cpu::choose_path(s, x.scalar_type());
   auto fast = [&](const at::Tensor& gy_, const at::Tensor& x_, const at::Tensor& gw_) {
     if (p == cpu::Path::direct) cpu::direct_grad_weight(s, gy_, x_, gw_);
-    else if (nhwc(gy_, x_)) cpu::gemm_nhwc_grad_weight(s, gy_, x_, gw_);
+    else if (images_nhwc(gy_, x_)) cpu::gemm_nhwc_grad_weight(s, gy_, x_, gw_);
     else cpu::gemm_grad_weight(s, gy_, x_, gw_);
   };
   if (p != cpu::Path::generic && is_half(x.scalar_type()))

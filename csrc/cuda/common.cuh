@@ -27,13 +27,6 @@ inline bool fits_int32(std::initializer_list<int64_t> numels) {
   return true;
 }
 
-// Whether two images come channels_last (NHWC): what the GEMM path's layout hook asked the entry layer for
-// (an image whose NCHW and NHWC layouts coincide, C == 1 or H == W == 1, reads right either way).
-inline bool is_nhwc(const at::Tensor& a, const at::Tensor& b) {
-  return a.is_contiguous(c10::MemoryFormat::ChannelsLast) && b.is_contiguous(c10::MemoryFormat::ChannelsLast) &&
-         !(a.is_contiguous() && b.is_contiguous());
-}
-
 // Blocks for a grid-stride loop over `total` items of `per_block` each. The cap only bounds the
 // grid (the loop covers the rest); 2^20 blocks of 256 threads saturate any current GPU.
 inline unsigned int blocks_for(int64_t total, int64_t per_block) {

@@ -16,6 +16,7 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include "../conv_transpose2d.h"
 #include "igemm.cuh"
 #include "launch.h"
 
@@ -181,7 +182,7 @@ void launch_forward_gemm(const ConvT2dShape& s, const at::Tensor& x, const at::T
     if constexpr (std::is_same_v<scalar_t, double>) {
       TORCH_CHECK(false, "the tensor-core forward takes float16, bfloat16 and float32 (TF32), got double");
     } else {
-      const bool cl = is_nhwc(x, y);
+      const bool cl = images_nhwc(x, y);
       if (small && cl) launch_typed<scalar_t, int32_t, true>(s, x, w, b, y);
       else if (small) launch_typed<scalar_t, int32_t, false>(s, x, w, b, y);
       else if (cl) launch_typed<scalar_t, int64_t, true>(s, x, w, b, y);

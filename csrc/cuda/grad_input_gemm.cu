@@ -11,6 +11,7 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include "../conv_transpose2d.h"
 #include "igemm.cuh"
 #include "launch.h"
 
@@ -136,7 +137,7 @@ void launch_grad_input_gemm(const ConvT2dShape& s, const at::Tensor& gy, const a
     if constexpr (std::is_same_v<scalar_t, double>) {
       TORCH_CHECK(false, "the tensor-core grad_input takes float16, bfloat16 and float32 (TF32), got double");
     } else {
-      const bool cl = is_nhwc(gy, gx);
+      const bool cl = images_nhwc(gy, gx);
       if (small && cl) launch_typed<scalar_t, int32_t, true>(s, gy, w, gx);
       else if (small) launch_typed<scalar_t, int32_t, false>(s, gy, w, gx);
       else if (cl) launch_typed<scalar_t, int64_t, true>(s, gy, w, gx);

@@ -11,6 +11,7 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include "../conv_transpose2d.h"
 #include "igemm.cuh"
 #include "launch.h"
 
@@ -146,7 +147,7 @@ void launch_grad_weight_gemm(const ConvT2dShape& s, const at::Tensor& gy, const 
     if constexpr (std::is_same_v<scalar_t, double>) {
       TORCH_CHECK(false, "the tensor-core grad_weight takes float16, bfloat16 and float32 (TF32), got double");
     } else {
-      const bool cl = is_nhwc(gy, x);
+      const bool cl = images_nhwc(gy, x);
       if (small && cl) launch_typed<scalar_t, int32_t, true>(s, gy, x, gw);
       else if (small) launch_typed<scalar_t, int32_t, false>(s, gy, x, gw);
       else if (cl) launch_typed<scalar_t, int64_t, true>(s, gy, x, gw);
