@@ -101,5 +101,34 @@ void gemm_nhwc_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Ten
 void gemm_nhwc_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx);
 void gemm_nhwc_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw);
 
+// Input pixels in chunks, for the gemm paths' column buffers (gemm.cpp, gemm_nhwc.cpp): either `images`
+// whole images (rows == H_in) or `rows` rows of one image.
+struct Chunk {
+  int64_t n0, images, ih0, rows;
+  int64_t columns(const ConvT2dShape& s) const { return images * rows * s.W_in; }
+  int64_t first_column(const ConvT2dShape& s) const { return (n0 * s.H_in + ih0) * s.W_in; }
+};
+
+// Calls f(Chunk) over all input pixels, each chunk's buffer of taps_per_column values per pixel kept near
+// the output's size.
+template <typename F>
+void for_each_chunk(const ConvT2dShape& s, int64_t taps_per_column, F&& f) {
+  // Budget for the column buffer: the output size, at least 1M and at most 8M elements. Few chunks
+  // matter: each one is three parallel regions (im2col or col2im, the GEMM, a copy), and every region
+  // ends in a barrier that costs a lot when the cores are shared with other processes.
+  const int64_t out = s.N * s.C_out * s.H_out * s.W_out;
+  const int64_t budget = std::min<int64_t>(std::max<int64_t>(out, 1 << 20), 1 << 23);
+  const int64_t per_row = std::max<int64_t>(1, taps_per_column * s.W_in);
+  const int64_t per_image = per_row * s.H_in;
+  if (per_image <= budget) {
+    const int64_t step = std::max<int64_t>(1, budget / per_image);
+    for (int64_t n0 = 0; n0 < s.N; n0 += step) f(Chunk{n0, std::min(step, s.N - n0), 0, s.H_in});
+  } else {
+    const int64_t step = std::max<int64_t>(1, budget / per_row);
+    for (int64_t n = 0; n < s.N; ++n)
+      for (int64_t ih0 = 0; ih0 < s.H_in; ih0 += step) f(Chunk{n, 1, ih0, std::min(step, s.H_in - ih0)});
+  }
+}
+
 }  // namespace cpu
 }  // namespace deconv_ext

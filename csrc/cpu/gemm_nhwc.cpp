@@ -22,29 +22,6 @@ namespace deconv_ext {
 namespace cpu {
 namespace {
 
-// A run of input pixels: images [n0, n0 + images) whole, or rows [ih0, ih0 + rows) of image n0.
-struct Pixels {
-  int64_t n0, images, ih0, rows;
-  int64_t first(const ConvT2dShape& s) const { return (n0 * s.H_in + ih0) * s.W_in; }
-  int64_t count(const ConvT2dShape& s) const { return images * rows * s.W_in; }
-};
-
-// Chunks whose buffer (pixels x taps*cog) stays near the output's size: at least 1M, at most 8M elements.
-template <typename F>
-void for_each_pixels(const ConvT2dShape& s, int64_t per_pixel, F&& f) {
-  const int64_t out = s.N * s.C_out * s.H_out * s.W_out;
-  const int64_t budget = std::min<int64_t>(std::max<int64_t>(out, 1 << 20), 1 << 23);
-  const int64_t per_row = std::max<int64_t>(1, per_pixel * s.W_in), per_image = per_row * s.H_in;
-  if (per_image <= budget) {
-    const int64_t step = std::max<int64_t>(1, budget / per_image);
-    for (int64_t n0 = 0; n0 < s.N; n0 += step) f(Pixels{n0, std::min(step, s.N - n0), 0, s.H_in});
-  } else {
-    const int64_t step = std::max<int64_t>(1, budget / per_row);
-    for (int64_t n = 0; n < s.N; ++n)
-      for (int64_t ih0 = 0; ih0 < s.H_in; ih0 += step) f(Pixels{n, 1, ih0, std::min(step, s.H_in - ih0)});
-  }
-}
-
 // Wp[ci][tap*cog + co] = w[g*cig + ci][co][tap]
 at::Tensor packed_weight(const ConvT2dShape& s, const at::Tensor& w, int64_t g) {
   const int64_t cig = s.cin_per_group(), cog = s.cout_per_group(), kk = s.kH * s.kW;
@@ -52,13 +29,13 @@ at::Tensor packed_weight(const ConvT2dShape& s, const at::Tensor& w, int64_t g) 
 }
 
 // The pixels' rows of an NHWC image as a (pixels x count) matrix of channels [c0, c0 + count): a view.
-at::Tensor pixel_rows(const ConvT2dShape& s, const at::Tensor& t, const Pixels& p, int64_t c0, int64_t count) {
+at::Tensor pixel_rows(const ConvT2dShape& s, const at::Tensor& t, const Chunk& p, int64_t c0, int64_t count) {
   const int64_t C = t.size(1);
-  return t.as_strided({p.count(s), count}, {C, 1}, t.storage_offset() + p.first(s) * C + c0);
+  return t.as_strided({p.columns(s), count}, {C, 1}, t.storage_offset() + p.first_column(s) * C + c0);
 }
 
 template <typename scalar_t>
-void col2im_add(const ConvT2dShape& s, const at::Tensor& z, int64_t g, const Pixels& p, scalar_t* y) {
+void col2im_add(const ConvT2dShape& s, const at::Tensor& z, int64_t g, const Chunk& p, scalar_t* y) {
   const int64_t cog = s.cout_per_group(), kk = s.kH * s.kW, ld = kk * cog;
   const scalar_t* zp = z.const_data_ptr<scalar_t>();
   // The output rows this chunk reaches: those of its images, between its first and last input row's taps.
@@ -91,9 +68,9 @@ void col2im_add(const ConvT2dShape& s, const at::Tensor& z, int64_t g, const Pix
 
 // C[(pixel), tap*cog + co] = gy[n, oh, ow, g*cog + co] or 0.
 template <typename scalar_t>
-at::Tensor im2col(const ConvT2dShape& s, const at::Tensor& gy, int64_t g, const Pixels& p) {
+at::Tensor im2col(const ConvT2dShape& s, const at::Tensor& gy, int64_t g, const Chunk& p) {
   const int64_t cog = s.cout_per_group(), kk = s.kH * s.kW, ld = kk * cog, rows = p.images * p.rows;
-  auto buf = at::empty({p.count(s), ld}, gy.options().memory_format(c10::MemoryFormat::Contiguous));
+  auto buf = at::empty({p.columns(s), ld}, gy.options().memory_format(c10::MemoryFormat::Contiguous));
   const scalar_t* src = gy.const_data_ptr<scalar_t>();
   scalar_t* dst = buf.mutable_data_ptr<scalar_t>();
   at::parallel_for(0, rows, 1, [&](int64_t r0, int64_t r1) {
@@ -131,7 +108,7 @@ void forward_impl(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& 
   });
   for (int64_t g = 0; g < s.groups; ++g) {
     const auto wp = packed_weight(s, w, g);
-    for_each_pixels(s, kk * cog, [&](const Pixels& p) {
+    for_each_chunk(s, kk * cog, [&](const Chunk& p) {
       col2im_add<scalar_t>(s, at::mm(pixel_rows(s, x, p, g * cig, cig), wp), g, p, yp);
     });
   }
@@ -142,7 +119,7 @@ void grad_input_impl(const ConvT2dShape& s, const at::Tensor& gy, const at::Tens
   const int64_t cig = s.cin_per_group(), cog = s.cout_per_group(), kk = s.kH * s.kW;
   for (int64_t g = 0; g < s.groups; ++g) {
     const auto wpt = packed_weight(s, w, g).t();
-    for_each_pixels(s, kk * cog, [&](const Pixels& p) {
+    for_each_chunk(s, kk * cog, [&](const Chunk& p) {
       auto out = pixel_rows(s, gx, p, g * cig, cig);
       const auto r = at::mm(im2col<scalar_t>(s, gy, g, p), wpt);
       out.copy_(r);
@@ -155,7 +132,7 @@ void grad_weight_impl(const ConvT2dShape& s, const at::Tensor& gy, const at::Ten
   const int64_t cig = s.cin_per_group(), cog = s.cout_per_group(), kk = s.kH * s.kW;
   for (int64_t g = 0; g < s.groups; ++g) {
     at::Tensor acc;  // (cig x taps*cog), columns (tap, co)
-    for_each_pixels(s, kk * cog, [&](const Pixels& p) {
+    for_each_chunk(s, kk * cog, [&](const Chunk& p) {
       const auto xt = pixel_rows(s, x, p, g * cig, cig).t();
       const auto c = im2col<scalar_t>(s, gy, g, p);
       if (acc.defined()) acc.addmm_(xt, c);
