@@ -45,46 +45,6 @@ DECONV_HD T transposed_out_size(T in, T k, int64_t s, int64_t p, int64_t op, int
   return (in - 1) * s - 2 * p + (k - 1) * d + op + 1;
 }
 
-// The taps that reach output index o (gather form of the forward pass).
-//
-// o + p - k*d must be a non-negative multiple of s below in*s. The taps solving the congruence
-// k*d = o + p (mod s) form one residue class modulo step = s / gcd(s, d) (the "phase" of o);
-// along it the input index falls by q = d / gcd(s, d) per tap. So the valid pairs are
-//     k = k0 + j*step,  i = i0 - j*q,  j = j_begin .. j_end-1
-// and a kernel walks them with no test. count() == 0 when no tap reaches o.
-struct TapRun {
-  int64_t k0, step, i0, q, j_begin, j_end;
-  DECONV_HD int64_t count() const { return j_end > j_begin ? j_end - j_begin : 0; }
-  DECONV_HD int64_t tap(int64_t j) const { return k0 + j * step; }
-  DECONV_HD int64_t input(int64_t j) const { return i0 - j * q; }
-};
-
-DECONV_HD TapRun taps_for_output(int64_t o, int64_t in, int64_t k, int64_t s, int64_t p, int64_t d) {
-  TapRun r;
-  const int64_t g = gcd64(s, d);
-  r.step = s / g;
-  r.q = d / g;
-  r.k0 = 0;
-  r.i0 = 0;
-  r.j_begin = 0;
-  r.j_end = 0;
-  // First tap of the residue class: at most `step` candidates (step <= s).
-  int64_t k0 = -1;
-  for (int64_t c = 0; c < r.step && c < k; ++c) {
-    if ((o + p - c * d) % s == 0) {
-      k0 = c;
-      break;
-    }
-  }
-  if (k0 < 0) return r;
-  r.k0 = k0;
-  r.i0 = (o + p - k0 * d) / s;  // exact
-  // 0 <= i0 - j*q < in  and  0 <= k0 + j*step < k
-  r.j_begin = max64(0, floor_div(r.i0 - in, r.q) + 1);
-  r.j_end = min64(floor_div(r.i0, r.q), (k - 1 - k0) / r.step) + 1;
-  return r;
-}
-
 // The taps of one output phase r (the outputs o = r + s*q, q = 0, 1, ...), independent of q: the
 // residue class of taps_for_output, k = k0 + j*step for j < count, reading input i = q + off - j*q_step
 // (0 <= i < in must still be checked). count == 0 when no tap reaches the phase (stride > kernel, or
@@ -110,6 +70,39 @@ DECONV_HD PhaseTaps phase_taps(int64_t r, int64_t k, int64_t s, int64_t p, int64
     }
   }
   return t;
+}
+
+// The taps that reach output index o (gather form of the forward pass).
+//
+// o + p - k*d must be a non-negative multiple of s below in*s. The taps solving the congruence
+// k*d = o + p (mod s) form one residue class modulo step = s / gcd(s, d) (the "phase" of o);
+// along it the input index falls by q = d / gcd(s, d) per tap. So the valid pairs are
+//     k = k0 + j*step,  i = i0 - j*q,  j = j_begin .. j_end-1
+// and a kernel walks them with no test. count() == 0 when no tap reaches o.
+struct TapRun {
+  int64_t k0, step, i0, q, j_begin, j_end;
+  DECONV_HD int64_t count() const { return j_end > j_begin ? j_end - j_begin : 0; }
+  DECONV_HD int64_t tap(int64_t j) const { return k0 + j * step; }
+  DECONV_HD int64_t input(int64_t j) const { return i0 - j * q; }
+};
+
+DECONV_HD TapRun taps_for_output(int64_t o, int64_t in, int64_t k, int64_t s, int64_t p, int64_t d) {
+  // The taps of o's residue class (phase_taps at r = o: only (o + p) mod s matters), cut to the inputs.
+  const PhaseTaps t = phase_taps(o, k, s, p, d);
+  TapRun r;
+  r.step = t.step;
+  r.q = t.q_step;
+  r.k0 = 0;
+  r.i0 = 0;
+  r.j_begin = 0;
+  r.j_end = 0;
+  if (t.count == 0) return r;
+  r.k0 = t.k0;
+  r.i0 = t.off;
+  // 0 <= i0 - j*q < in  and  j < count
+  r.j_begin = max64(0, floor_div(r.i0 - in, r.q) + 1);
+  r.j_end = min64(floor_div(r.i0, r.q), t.count - 1) + 1;
+  return r;
 }
 
 // Taps k in [k_begin, k_end) for which input index i writes inside [0, out) (scatter form; the
