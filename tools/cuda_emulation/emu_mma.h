@@ -48,8 +48,11 @@ inline float half_of(uint32_t word, int k) {
   return kBf16 ? emu_detail::bf16_bits(b) : emu_detail::f16_bits(b);
 }
 
-template <bool kBf16>
-inline void m16n8k16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+// D (16x8) += A (16xK) * B (Kx8) for the warp: each lane publishes its fragment registers, then computes its
+// own four C elements (c0, c1 = C[g][2t..2t+1]; c2, c3 = C[g+8][2t..2t+1]) reading the others' registers
+// through a_at(lane_a_regs, row, k) and b_at(lane_b_regs, k, col), which hold the per-shape layouts.
+template <int K, typename AAt, typename BAt>
+inline void warp_mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2], AAt a_at, BAt b_at) {
   using namespace emu_detail;
   const unsigned tid = threadIdx.x, base = tid - tid % 32, lane = tid % 32, g = lane / 4, t = lane % 4;
   for (int i = 0; i < 4; ++i) a_slots[tid][i] = a[i];
@@ -58,36 +61,33 @@ inline void m16n8k16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[
   for (int c = 0; c < 4; ++c) {
     const int row = g + (c >> 1) * 8, col = 2 * t + (c & 1);
     float acc = d[c];
-    for (int k = 0; k < 16; ++k) {
-      // A[row][k]: lane (row % 8) * 4 + (k % 8) / 2, register (row >= 8) + 2 * (k >= 8)
-      const float av = half_of<kBf16>(a_slots[base + (row % 8) * 4 + (k % 8) / 2][(row >= 8) + 2 * (k >= 8)], k);
-      // B[k][col]: lane col * 4 + (k % 8) / 2, register (k >= 8)
-      const float bv = half_of<kBf16>(b_slots[base + col * 4 + (k % 8) / 2][k >= 8], k);
-      acc += av * bv;
-    }
+    for (int k = 0; k < K; ++k) acc += a_at(base, row, k) * b_at(base, k, col);
     d[c] = acc;
   }
   warp_barrier().arrive_and_wait();
 }
 
+template <bool kBf16>
+inline void m16n8k16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  using emu_detail::a_slots, emu_detail::b_slots;
+  warp_mma<16>(
+      d, a, b,
+      // A[row][k]: lane (row % 8) * 4 + (k % 8) / 2, register (row >= 8) + 2 * (k >= 8)
+      [](unsigned base, int row, int k) {
+        return half_of<kBf16>(a_slots[base + (row % 8) * 4 + (k % 8) / 2][(row >= 8) + 2 * (k >= 8)], k);
+      },
+      // B[k][col]: lane col * 4 + (k % 8) / 2, register (k >= 8)
+      [](unsigned base, int k, int col) { return half_of<kBf16>(b_slots[base + col * 4 + (k % 8) / 2][k >= 8], k); });
+}
+
 inline void m16n8k8_tf32(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-  using namespace emu_detail;
-  const unsigned tid = threadIdx.x, base = tid - tid % 32, lane = tid % 32, g = lane / 4, t = lane % 4;
-  for (int i = 0; i < 4; ++i) a_slots[tid][i] = a[i];
-  for (int i = 0; i < 2; ++i) b_slots[tid][i] = b[i];
-  warp_barrier().arrive_and_wait();
-  for (int c = 0; c < 4; ++c) {
-    const int row = g + (c >> 1) * 8, col = 2 * t + (c & 1);
-    float acc = d[c];
-    for (int k = 0; k < 8; ++k) {
-      // A[row][k]: lane (row % 8) * 4 + k % 4, register (row >= 8) + 2 * (k >= 4); B[k][col]: lane col * 4 + k % 4
-      const float av = tf32_bits(a_slots[base + (row % 8) * 4 + k % 4][(row >= 8) + 2 * (k >= 4)]);
-      const float bv = tf32_bits(b_slots[base + col * 4 + k % 4][k >= 4]);
-      acc += av * bv;
-    }
-    d[c] = acc;
-  }
-  warp_barrier().arrive_and_wait();
+  using emu_detail::a_slots, emu_detail::b_slots, emu_detail::tf32_bits;
+  warp_mma<8>(
+      d, a, b,
+      // A[row][k]: lane (row % 8) * 4 + k % 4, register (row >= 8) + 2 * (k >= 4)
+      [](unsigned base, int row, int k) { return tf32_bits(a_slots[base + (row % 8) * 4 + k % 4][(row >= 8) + 2 * (k >= 4)]); },
+      // B[k][col]: lane col * 4 + k % 4, register (k >= 4)
+      [](unsigned base, int k, int col) { return tf32_bits(b_slots[base + col * 4 + k % 4][k >= 4]); });
 }
 
 inline void ldmatrix_x4_trans(uint32_t (&r)[4], const void* row) {
