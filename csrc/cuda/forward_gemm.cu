@@ -10,7 +10,6 @@
 // [K][N] tiles (zero-padded to whole tiles; the only workspace, about the size of the weight) and
 // copied by cp.async. The epilogue adds the bias and scatters each row back to its phase's pixels.
 // Phases no tap reaches (stride > kernel) have K = 0 and receive the bias alone.
-#include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
@@ -178,16 +177,8 @@ void launch_forward_gemm(const ConvT2dShape& s, const at::Tensor& x, const at::T
                          const at::Tensor& y) {
   const int64_t max_q = ((s.H_out + s.sH - 1) / s.sH) * ((s.W_out + s.sW - 1) / s.sW);
   const bool small = fits_int32({x.numel(), w.numel(), y.numel(), s.N * max_q + igemm::kBM});
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "conv_transpose2d_forward_gemm", [&] {
-    if constexpr (std::is_same_v<scalar_t, double>) {
-      TORCH_CHECK(false, "the tensor-core forward takes float16, bfloat16 and float32 (TF32), got double");
-    } else {
-      const bool cl = images_nhwc(x, y);
-      if (small && cl) launch_typed<scalar_t, int32_t, true>(s, x, w, b, y);
-      else if (small) launch_typed<scalar_t, int32_t, false>(s, x, w, b, y);
-      else if (cl) launch_typed<scalar_t, int64_t, true>(s, x, w, b, y);
-      else launch_typed<scalar_t, int64_t, false>(s, x, w, b, y);
-    }
+  igemm::dispatch(x.scalar_type(), "forward", small, images_nhwc(x, y), [&](auto t, auto i, auto cl) {
+    launch_typed<decltype(t), decltype(i), decltype(cl)::value>(s, x, w, b, y);
   });
 }
 

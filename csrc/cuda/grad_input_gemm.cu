@@ -5,7 +5,6 @@
 // M = N * H_in * W_in, N = C_in/groups, K = C_out/groups * kH * kW. A is gathered m-fastest (neighbouring
 // iw read grad_output sW columns apart); the weights are packed per group as [K][N] (k = (co, kh, kw) is
 // already w's inner order) and copied by cp.async. Every (m, ci) is written exactly once: no atomics.
-#include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
@@ -133,16 +132,8 @@ void launch_typed(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor&
 
 void launch_grad_input_gemm(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx) {
   const bool small = fits_int32({gy.numel(), w.numel(), gx.numel() + igemm::kBM});
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gy.scalar_type(), "conv_transpose2d_grad_input_gemm", [&] {
-    if constexpr (std::is_same_v<scalar_t, double>) {
-      TORCH_CHECK(false, "the tensor-core grad_input takes float16, bfloat16 and float32 (TF32), got double");
-    } else {
-      const bool cl = images_nhwc(gy, gx);
-      if (small && cl) launch_typed<scalar_t, int32_t, true>(s, gy, w, gx);
-      else if (small) launch_typed<scalar_t, int32_t, false>(s, gy, w, gx);
-      else if (cl) launch_typed<scalar_t, int64_t, true>(s, gy, w, gx);
-      else launch_typed<scalar_t, int64_t, false>(s, gy, w, gx);
-    }
+  igemm::dispatch(gy.scalar_type(), "grad_input", small, images_nhwc(gy, gx), [&](auto t, auto i, auto cl) {
+    launch_typed<decltype(t), decltype(i), decltype(cl)::value>(s, gy, w, gx);
   });
 }
 

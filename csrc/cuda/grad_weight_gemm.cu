@@ -5,7 +5,6 @@
 // `splits` parts, each block writing float32 partial sums to its own slice of a workspace of
 // splits x weight.numel() floats; a second kernel adds the slices in a fixed order. No floating-point
 // atomics: results are bitwise reproducible, and the split count depends only on the shape.
-#include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
@@ -143,16 +142,8 @@ int64_t grad_weight_gemm_splits(const ConvT2dShape& s) {
 
 void launch_grad_weight_gemm(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw) {
   const bool small = fits_int32({gy.numel(), x.numel(), grad_weight_gemm_splits(s) * gw.numel()});
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "conv_transpose2d_grad_weight_gemm", [&] {
-    if constexpr (std::is_same_v<scalar_t, double>) {
-      TORCH_CHECK(false, "the tensor-core grad_weight takes float16, bfloat16 and float32 (TF32), got double");
-    } else {
-      const bool cl = images_nhwc(gy, x);
-      if (small && cl) launch_typed<scalar_t, int32_t, true>(s, gy, x, gw);
-      else if (small) launch_typed<scalar_t, int32_t, false>(s, gy, x, gw);
-      else if (cl) launch_typed<scalar_t, int64_t, true>(s, gy, x, gw);
-      else launch_typed<scalar_t, int64_t, false>(s, gy, x, gw);
-    }
+  igemm::dispatch(x.scalar_type(), "grad_weight", small, images_nhwc(gy, x), [&](auto t, auto i, auto cl) {
+    launch_typed<decltype(t), decltype(i), decltype(cl)::value>(s, gy, x, gw);
   });
 }
 

@@ -22,6 +22,7 @@
 //   or b_packed(k, n) -> const scalar_t* (row k of the packed B, column n); store(m, n, float).
 #pragma once
 
+#include <ATen/Dispatch.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
@@ -248,6 +249,22 @@ inline Grid grid_for(int64_t max_m, int64_t n, int64_t problems) {
   return Grid{static_cast<unsigned int>((max_m + kBM - 1) / kBM), static_cast<unsigned int>((n + kBN - 1) / kBN),
               static_cast<unsigned int>(problems)};
 }
+// Calls f(T{}, index_t{}, std::bool_constant<kNHWC>{}) for the instantiation a call needs: its scalar type
+// (float16, bfloat16, float32; float64 raises, naming `op`), 32- or 64-bit indices, NCHW or NHWC images.
+template <typename F>
+void dispatch(at::ScalarType t, const char* op, bool small, bool nhwc, F&& f) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t, "conv_transpose2d_gemm", [&] {
+    if constexpr (std::is_same_v<scalar_t, double>) {
+      TORCH_CHECK(false, "the tensor-core ", op, " takes float16, bfloat16 and float32 (TF32), got double");
+    } else {
+      if (small && nhwc) f(scalar_t{}, int32_t{}, std::true_type{});
+      else if (small) f(scalar_t{}, int32_t{}, std::false_type{});
+      else if (nhwc) f(scalar_t{}, int64_t{}, std::true_type{});
+      else f(scalar_t{}, int64_t{}, std::false_type{});
+    }
+  });
+}
+
 // The largest grid this path launches (CUDA's limits on y and z); choose_path checks it first.
 inline bool grid_fits(int64_t max_m, int64_t n, int64_t problems) {
   return (max_m + kBM - 1) / kBM < (int64_t{1} << 31) && (n + kBN - 1) / kBN <= 65535 && problems <= 65535;
