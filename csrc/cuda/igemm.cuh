@@ -54,6 +54,47 @@ struct Elem<float> {
   static __device__ __forceinline__ uint32_t bits(float v) { return mma::to_tf32(v); }
 };
 
+// One operand's share of a K tile for this thread: kElems elements gathered into registers as shared-memory
+// bits (zero past the operand's `rows` rows or past k_end), for rows [r0, r0 + 64) and k [kbase, kbase + BK).
+// kAlongRows: the thread takes row tid % 64 and k = tid / 64 + 2i (neighbouring rows are neighbouring
+// addresses: NCHW images); otherwise k = tid % BK and rows tid / BK + (128 / BK) i (neighbouring k are).
+// row_of(r) and col_of(k) decode a row and a k once; load(row, col) reads the element.
+template <typename T, int BK, bool kAlongRows, typename E, int kElems, typename RowOf, typename ColOf, typename Load>
+__device__ __forceinline__ void gather_tile(E (&regs)[kElems], int64_t r0, int64_t rows, int64_t kbase,
+                                            int64_t k_begin, int64_t k_end, RowOf row_of, ColOf col_of, Load load) {
+  const int tid = threadIdx.x;
+  if constexpr (kAlongRows) {
+    const int64_t r = r0 + tid % kBM;
+    const bool rv = r < rows;
+    const auto row = row_of(rv ? r : 0);
+#pragma unroll
+    for (int i = 0; i < kElems; ++i) {
+      const int64_t k = kbase + tid / kBM + 2 * i;
+      regs[i] = Elem<T>::bits(rv && k < k_end ? load(row, col_of(k)) : T(0));
+    }
+  } else {
+    const int64_t k = kbase + tid % BK;
+    const bool kv = k < k_end;
+    const auto col = col_of(kv ? k : k_begin);
+#pragma unroll
+    for (int i = 0; i < kElems; ++i) {
+      const int64_t r = r0 + tid / BK + (kThreads / BK) * i;
+      regs[i] = Elem<T>::bits(kv && r < rows ? load(row_of(r), col) : T(0));
+    }
+  }
+}
+
+// The registers of gather_tile into a [k][row] shared-memory stage, by the same mapping.
+template <bool kAlongRows, typename E, int kElems, int BK, int LD>
+__device__ __forceinline__ void stash_tile(const E (&regs)[kElems], E (&tile)[BK][LD]) {
+  const int tid = threadIdx.x;
+#pragma unroll
+  for (int i = 0; i < kElems; ++i) {
+    if constexpr (kAlongRows) tile[tid / kBM + 2 * i][tid % kBM] = regs[i];
+    else tile[tid % BK][tid / BK + (kThreads / BK) * i] = regs[i];
+  }
+}
+
 template <typename P>
 __device__ __forceinline__ void mainloop(P& p) {
   using T = typename P::scalar_t;
@@ -78,72 +119,22 @@ __device__ __forceinline__ void mainloop(P& p) {
 #pragma unroll
       for (int c = 0; c < 4; ++c) acc[i][j][c] = 0.f;
 
-  // Gather mapping: along m, thread tid takes row tid % 64 and k = tid / 64 + 2i; along k, it takes
-  // k = tid % BK and rows tid / BK + (128 / BK) i. Either way a warp reads consecutive addresses of
-  // the faster dimension.
+  // A and (unless packed) B pass through registers: gather_tile, then stash_tile into the other stage.
   E ra[kAElems], rb[kBElems];
-  const T zero = T(0);
   auto gather_a = [&](int64_t kt) {
-    const int64_t kbase = p.k_begin + kt * BK;
-    if constexpr (P::kAlongM) {
-      const int64_t m = m0 + tid % kBM;
-      const bool mv = m < p.M;
-      const auto row = p.row_a(mv ? m : 0);
-#pragma unroll
-      for (int i = 0; i < kAElems; ++i) {
-        const int64_t k = kbase + tid / kBM + 2 * i;
-        ra[i] = Elem<T>::bits(mv && k < p.k_end ? p.load_a(row, p.col_a(k)) : zero);
-      }
-    } else {
-      const int64_t k = kbase + tid % BK;
-      const bool kv = k < p.k_end;
-      const auto col = p.col_a(kv ? k : p.k_begin);
-#pragma unroll
-      for (int i = 0; i < kAElems; ++i) {
-        const int64_t m = m0 + tid / BK + (kThreads / BK) * i;
-        ra[i] = Elem<T>::bits(kv && m < p.M ? p.load_a(p.row_a(m), col) : zero);
-      }
-    }
+    gather_tile<T, BK, P::kAlongM>(
+        ra, m0, p.M, p.k_begin + kt * BK, p.k_begin, p.k_end, [&](int64_t m) { return p.row_a(m); },
+        [&](int64_t k) { return p.col_a(k); }, [&](const auto& r, const auto& c) { return p.load_a(r, c); });
   };
-  auto stash_a = [&](int buf) {
-#pragma unroll
-    for (int i = 0; i < kAElems; ++i) {
-      if constexpr (P::kAlongM) As[buf][tid / kBM + 2 * i][tid % kBM] = ra[i];
-      else As[buf][tid % BK][tid / BK + (kThreads / BK) * i] = ra[i];
-    }
-  };
+  auto stash_a = [&](int buf) { stash_tile<P::kAlongM>(ra, As[buf]); };
   auto gather_b = [&](int64_t kt) {
-    if constexpr (!P::kPackedB) {
-      const int64_t kbase = p.k_begin + kt * BK;
-      if constexpr (P::kBAlongN) {
-        const int64_t n = n0 + tid % kBN;
-        const bool nv = n < p.N;
-        const auto row = p.row_b(nv ? n : 0);
-#pragma unroll
-        for (int i = 0; i < kBElems; ++i) {
-          const int64_t k = kbase + tid / kBN + 2 * i;
-          rb[i] = Elem<T>::bits(nv && k < p.k_end ? p.load_b(row, p.col_b(k)) : zero);
-        }
-      } else {
-        const int64_t k = kbase + tid % BK;
-        const bool kv = k < p.k_end;
-        const auto col = p.col_b(kv ? k : p.k_begin);
-#pragma unroll
-        for (int i = 0; i < kBElems; ++i) {
-          const int64_t n = n0 + tid / BK + (kThreads / BK) * i;
-          rb[i] = Elem<T>::bits(kv && n < p.N ? p.load_b(p.row_b(n), col) : zero);
-        }
-      }
-    }
+    if constexpr (!P::kPackedB)
+      gather_tile<T, BK, P::kBAlongN>(
+          rb, n0, p.N, p.k_begin + kt * BK, p.k_begin, p.k_end, [&](int64_t n) { return p.row_b(n); },
+          [&](int64_t k) { return p.col_b(k); }, [&](const auto& r, const auto& c) { return p.load_b(r, c); });
   };
   auto stash_b = [&](int buf) {
-    if constexpr (!P::kPackedB) {
-#pragma unroll
-      for (int i = 0; i < kBElems; ++i) {
-        if constexpr (P::kBAlongN) Bs[buf][tid / kBN + 2 * i][tid % kBN] = rb[i];
-        else Bs[buf][tid % BK][tid / BK + (kThreads / BK) * i] = rb[i];
-      }
-    }
+    if constexpr (!P::kPackedB) stash_tile<P::kBAlongN>(rb, Bs[buf]);
   };
   // Packed B: BK rows of 64 elements = 256 chunks of 16 bytes, two per thread.
   auto copy_b_async = [&](int64_t kt, int buf) {
