@@ -108,7 +108,7 @@ def test_layouts_on_every_path(case, layout, path):
 @pytest.mark.parametrize("case", GRID + RANDOM_MANY, ids=str)
 def test_channels_last_on_gemm(case, dtype):
     with dispatch.forced(path="gemm"):
-        assert _check_on_path(case, dtype, "gemm", seed=6, layout="channels_last") == "gemm"
+        assert _check_on_path(case, dtype, "gemm", seed=6, layout="channels_last").split(":")[0] == "gemm"
 
 
 def _image_copies(case, path):
@@ -143,6 +143,69 @@ def test_channels_last_has_no_layout_round_trip():
     case = Case("cl", 2, 24, 20, 6, 7, 3, stride=2, padding=1, output_padding=1)
     assert _image_copies(case, "gemm") == []
     assert _image_copies(case, "generic") != []  # the NCHW-only path converts: the probe sees copies
+
+
+# bfloat16 on the gemm path: bfloat16 GEMMs with float32 results (csrc/cpu/gemm_bf16.cpp) where the CPU has
+# AVX512-BF16, else -- and whenever the ISA is capped below avx512 -- float32 GEMMs on widened operands.
+# Both must meet the same contract. Odd GEMM sizes on purpose: K padded to even, partial blocks.
+def _bf16_native_here():
+    meta = dict(dtype=torch.bfloat16, device="meta")
+    return dispatch.cpu_path(torch.empty(1, 16, 2, 2, **meta), torch.empty(16, 16, 3, 3, **meta)).endswith("avx512_bf16")
+
+
+BF16_NATIVE = _bf16_native_here()
+BF16_CASES = [
+    Case("odd_sizes", 1, 9, 5, 5, 7, 3, 2, 1, 0),             # cin 9, 45 taps, 35 pixels: every K odd
+    Case("blocks", 2, 40, 70, 9, 17, 4, 2, 1),                # C (and Z) larger than one 64 x 128 block
+    Case("grouped", 3, 10, 14, 5, 3, 3, 1, 1, groups=2),
+    Case("dilated", 2, 24, 16, 6, 5, 3, 1, 2, dilation=2),
+]
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("cap", ["avx512", "avx2"])
+@pytest.mark.parametrize("case", BF16_CASES + GRID + RANDOM_MANY, ids=str)
+def test_bf16_gemm_native_and_widened(case, cap, layout):
+    if cap not in ISAS:
+        pytest.skip(f"ISA {cap} not available on this CPU")
+    with dispatch.forced(path="gemm", isa=cap):
+        taken = _check_on_path(case, torch.bfloat16, "gemm", seed=8, layout=layout)
+    assert taken == ("gemm:avx512_bf16" if BF16_NATIVE and cap == "avx512" else "gemm")
+
+
+@pytest.mark.skipif(not BF16_NATIVE, reason="this CPU has no AVX512-BF16 (bfloat16 takes widened float32 GEMMs)")
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_bf16_native_gemm_is_bitwise_the_same_for_any_thread_count(layout):
+    case = BF16_CASES[1]
+    x, w, b, gy = case.tensors(torch.bfloat16, seed=9, layout=layout)
+    threads = torch.get_num_threads()
+    try:
+        with dispatch.forced(path="gemm"):
+            torch.set_num_threads(1)
+            one = run_ops(x, w, b, gy, case)
+            torch.set_num_threads(2)
+            two, again = run_ops(x, w, b, gy, case), run_ops(x, w, b, gy, case)
+    finally:
+        torch.set_num_threads(threads)
+    for op_name in one:
+        assert torch.equal(one[op_name], two[op_name]) and torch.equal(two[op_name], again[op_name]), op_name
+
+
+def _widening_copies(case, layout, cap):
+    x, w, b, gy = case.tensors(torch.bfloat16, layout=layout)
+    with dispatch.forced(path="gemm", isa=cap), torch.profiler.profile(record_shapes=True) as prof:
+        run_ops(x, w, b, gy, case)
+    images = {tuple(x.shape), tuple(gy.shape)}
+    return [e.name for e in prof.events() if e.name == "aten::_to_copy"
+            and any(tuple(shape) in images for shape in e.input_shapes if shape)]
+
+
+@pytest.mark.skipif(not BF16_NATIVE, reason="this CPU has no AVX512-BF16 (bfloat16 takes widened float32 GEMMs)")
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_bf16_native_gemm_reads_the_images_as_they_are(layout):
+    case = BF16_CASES[1]
+    assert _widening_copies(case, layout, "avx512") == []
+    assert _widening_copies(case, layout, "avx2") != []  # the widened path: the probe sees the copies
 
 
 # The dispatch rule at its thresholds: if one moves, these fail (and say which way).

@@ -1,7 +1,7 @@
 // The CPU backend of the four deconv_ext ops: its launchers, registered for the CPU dispatch key, and
 // the dispatch queries. Each launcher takes the path choose_path() picks (fast_paths.h): direct
 // (direct.cpp), gemm (gemm.cpp; gemm_nhwc.cpp for channels_last images, taken as they are) — float16/bfloat16
-// on widened float32 copies — or the generic loops
+// on widened float32 copies, bfloat16 on the gemm path natively where the CPU has AVX512-BF16 — or the generic loops
 // below, which serve every dtype directly and accumulate in at::opmath_type (float for the half types). Checks, layouts and
 // empty tensors are handled once for every backend by the entry layer (csrc/conv_transpose2d.h).
 //
@@ -136,6 +136,13 @@ c10::MemoryFormat launch_layout(const ConvT2dShape& s, at::ScalarType t, c10::Me
 }
 at::Tensor widened(const at::Tensor& t) { return t.defined() ? t.to(at::kFloat) : t; }
 
+// bfloat16 on the gemm path with the CPU's bfloat16 dot products (gemm_bf16.cpp): the images and the
+// weight are read as they are, only the result is float32 (then rounded once, as on the widened path).
+bool native_bf16(cpu::Path p, at::ScalarType t) {
+  return p == cpu::Path::gemm && t == at::kBFloat16 && cpu::bf16_gemm_available();
+}
+at::Tensor operand(const at::Tensor& t, bool native) { return native ? t : widened(t); }
+
 template <typename Fast>
 void on_float_path(const at::Tensor& out, const Fast& fast) {
   const auto out_f = at::empty_like(out, out.options().dtype(at::kFloat));  // same layout
@@ -151,8 +158,10 @@ void forward_launch(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor
     else if (images_nhwc(x_, y_)) cpu::gemm_nhwc_forward(s, x_, w_, b_, y_);
     else cpu::gemm_forward(s, x_, w_, b_, y_);
   };
-  if (p != cpu::Path::generic && is_half(x.scalar_type()))
-    return on_float_path(y, [&](const at::Tensor& yf) { fast(widened(x), widened(w), widened(b), yf); });
+  if (p != cpu::Path::generic && is_half(x.scalar_type())) {
+    const bool n = native_bf16(p, x.scalar_type());
+    return on_float_path(y, [&](const at::Tensor& yf) { fast(operand(x, n), operand(w, n), widened(b), yf); });
+  }
   if (p != cpu::Path::generic) return fast(x, w, b, y);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "conv_transpose2d_cpu", [&] {
     forward_kernel<scalar_t>(s, x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
@@ -167,8 +176,10 @@ void grad_input_launch(const ConvT2dShape& s, const at::Tensor& gy, const at::Te
     else if (images_nhwc(gy_, gx_)) cpu::gemm_nhwc_grad_input(s, gy_, w_, gx_);
     else cpu::gemm_grad_input(s, gy_, w_, gx_);
   };
-  if (p != cpu::Path::generic && is_half(gy.scalar_type()))
-    return on_float_path(gx, [&](const at::Tensor& gxf) { fast(widened(gy), widened(w), gxf); });
+  if (p != cpu::Path::generic && is_half(gy.scalar_type())) {
+    const bool n = native_bf16(p, gy.scalar_type());
+    return on_float_path(gx, [&](const at::Tensor& gxf) { fast(operand(gy, n), operand(w, n), gxf); });
+  }
   if (p != cpu::Path::generic) return fast(gy, w, gx);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gy.scalar_type(), "conv_transpose2d_grad_input_cpu", [&] {
     grad_input_kernel<scalar_t>(s, gy.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
@@ -183,8 +194,10 @@ void grad_weight_launch(const ConvT2dShape& s, const at::Tensor& gy, const at::T
     else if (images_nhwc(gy_, x_)) cpu::gemm_nhwc_grad_weight(s, gy_, x_, gw_);
     else cpu::gemm_grad_weight(s, gy_, x_, gw_);
   };
-  if (p != cpu::Path::generic && is_half(x.scalar_type()))
-    return on_float_path(gw, [&](const at::Tensor& gwf) { fast(widened(gy), widened(x), gwf); });
+  if (p != cpu::Path::generic && is_half(x.scalar_type())) {
+    const bool n = native_bf16(p, x.scalar_type());
+    return on_float_path(gw, [&](const at::Tensor& gwf) { fast(operand(gy, n), operand(x, n), gwf); });
+  }
   if (p != cpu::Path::generic) return fast(gy, x, gw);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "conv_transpose2d_grad_weight_cpu", [&] {
     grad_weight_kernel<scalar_t>(s, gy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
@@ -259,6 +272,7 @@ std::string cpu_path(const at::Tensor& input, const at::Tensor& weight, at::IntA
   const cpu::Path p = cpu::choose_path(s, input.scalar_type());
   std::string name = cpu::path_name(p);
   if (p == cpu::Path::direct) name += std::string(":") + cpu::isa_name(cpu::isa_level());
+  if (native_bf16(p, input.scalar_type())) name += ":avx512_bf16";
   return name;
 }
 

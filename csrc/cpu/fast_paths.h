@@ -13,6 +13,8 @@
 //   generic (conv_transpose2d.cpp): plain loops, every dtype.
 // float16 and bfloat16 take the path float32 would (direct or gemm), on operands widened to float32 and
 // a float32 result rounded once at the end (conv_transpose2d.cpp); forced to generic, they run natively.
+// Exception: bfloat16 on the gemm path reads its operands as they are when the CPU has AVX512-BF16 and the
+// ISA is not capped below avx512 (gemm_bf16.cpp; the path query then says "gemm:avx512_bf16").
 //
 // Forcing, for tests and diagnosis (read at every call): DECONV_EXT_CPU_PATH=auto|generic|direct|gemm
 // (a path that cannot serve the call is not taken: direct needs C_out/groups <= kDirectMaxCout and not
@@ -100,6 +102,22 @@ void gemm_nhwc_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Ten
                        const at::Tensor& y);
 void gemm_nhwc_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx);
 void gemm_nhwc_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw);
+
+// bfloat16 GEMMs with float32 results (gemm_bf16.cpp): the gemm paths' GEMMs for bfloat16 operands when
+// bf16_gemm_available() (AVX512-BF16; see gemm_bf16.cpp). B is packed once (pack_b) and may be reused.
+struct PackedB {
+  at::Tensor data;  // (Kp/2, N, 2) bfloat16: pairs of B's rows interleaved, a zero row when K is odd
+  int64_t K, Kp, N;
+};
+bool bf16_gemm_available();
+PackedB pack_b(const at::Tensor& b);  // b: (K x N) bfloat16, any strides
+// c (M x N float32, unit column stride) = a b, or += a b when add. a: (M x K) bfloat16, any strides, or
+// (M x Kp) with a zero last column (read in place when its rows are contiguous).
+void bf16_gemm(const at::Tensor& a, const PackedB& b, const at::Tensor& c, bool add);
+// at::mm / addmm_ for the gemm paths: float32/float64 operands go to at::mm; bfloat16 ones to bf16_gemm,
+// with a float32 result (mm_acc) or into a float32 accumulator c (addmm_acc_).
+at::Tensor mm_acc(const at::Tensor& a, const at::Tensor& b);
+void addmm_acc_(const at::Tensor& c, const at::Tensor& a, const at::Tensor& b);
 
 // Input pixels in chunks, for the gemm paths' column buffers (gemm.cpp, gemm_nhwc.cpp): either `images`
 // whole images (rows == H_in) or `rows` rows of one image.
