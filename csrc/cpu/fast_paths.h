@@ -103,21 +103,42 @@ void gemm_nhwc_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Ten
 void gemm_nhwc_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx);
 void gemm_nhwc_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw);
 
-// bfloat16 GEMMs with float32 results (gemm_bf16.cpp): the gemm paths' GEMMs for bfloat16 operands when
-// bf16_gemm_available() (AVX512-BF16; see gemm_bf16.cpp). B is packed once (pack_b) and may be reused.
+// The W_in values of row r = (col*kH + kh)*kW + kw of the im2col matrix C of group g for input row (n, ih):
+// gy[n, g*cog + col, ih*sH - pH + kh*dH, iw*sW - pW + kw*dW] for iw = 0 .. W_in-1, a contiguous run of
+// the deinterleaved gy (deinterleave_columns, rows of Wd), or nullptr where the tap row falls outside the
+// output (zeros).
+template <typename scalar_t>
+inline const scalar_t* im2col_source(const ConvT2dShape& s, const scalar_t* gyd, int64_t Wd, int64_t g, int64_t r,
+                                     int64_t n, int64_t ih) {
+  const int64_t cog = s.cout_per_group(), kk = s.kH * s.kW;
+  const int64_t kw = r % s.kW, kh = (r / s.kW) % s.kH, co = g * cog + r / kk;
+  const int64_t oh = ih * s.sH - s.pH + kh * s.dH;
+  if (oh < 0 || oh >= s.H_out) return nullptr;
+  return gyd + (((n * s.C_out + co) * s.H_out + oh) * s.sW + kw * s.dW % s.sW) * Wd + kw * s.dW / s.sW;
+}
+
+// The tiled gemm path on NCHW images (gemm_bf16.cpp: tiled_forward, tiled_grad_input, tiled_grad_weight),
+// with no column buffer, on oneDNN's micro-kernel: x, w, gy float32, or bfloat16 when
+// bf16_gemm_available() (AVX512-BF16); y, gx, gw float32, b float32 or undefined. And bfloat16 GEMMs
+// with float32 results for gemm_nhwc.cpp, where B is packed once (pack_b) and may be reused.
 struct PackedB {
   at::Tensor data;  // (Kp/2, N, 2) bfloat16: pairs of B's rows interleaved, a zero row when K is odd
   int64_t K, Kp, N;
 };
 bool bf16_gemm_available();
 PackedB pack_b(const at::Tensor& b);  // b: (K x N) bfloat16, any strides
-// c (M x N float32, unit column stride) = a b, or += a b when add. a: (M x K) bfloat16, any strides, or
-// (M x Kp) with a zero last column (read in place when its rows are contiguous).
-void bf16_gemm(const at::Tensor& a, const PackedB& b, const at::Tensor& c, bool add);
+// c (M x N float32, unit column stride, any row stride) = a B, or += a B when add, where B is columns
+// [j0, j0 + N) of b. a: (M x K) bfloat16, any strides, or (M x Kp) with a zero last column (read in place
+// when its rows are contiguous).
+void bf16_gemm(const at::Tensor& a, const PackedB& b, const at::Tensor& c, bool add, int64_t j0 = 0);
 // at::mm / addmm_ for the gemm paths: float32/float64 operands go to at::mm; bfloat16 ones to bf16_gemm,
 // with a float32 result (mm_acc) or into a float32 accumulator c (addmm_acc_).
 at::Tensor mm_acc(const at::Tensor& a, const at::Tensor& b);
 void addmm_acc_(const at::Tensor& c, const at::Tensor& a, const at::Tensor& b);
+void tiled_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
+                   const at::Tensor& y);
+void tiled_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx);
+void tiled_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw);
 
 // Input pixels in chunks, for the gemm paths' column buffers (gemm.cpp, gemm_nhwc.cpp): either `images`
 // whole images (rows == H_in) or `rows` rows of one image.

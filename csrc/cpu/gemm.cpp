@@ -6,7 +6,7 @@
 //                                      (gathered from gy split into column phases: contiguous copies)
 //   grad_weight  gw_g += X C^T
 // where the columns are input pixels (n, ih, iw). The GEMMs go to BLAS through at::mm / addmm_ (float32,
-// float64), or for bfloat16 images and weights to gemm_bf16.cpp with float32 results (mm_acc). The
+// float64). bfloat16 images and weights go to gemm_bf16.cpp (no column buffer there). The
 // column buffer Z or C is cog*kH*kW times the number of columns, so the columns are processed in chunks
 // (whole images, or rows of one image) that keep it near the output size: no K*K*input buffer.
 // col2im is parallel over (image, channel) planes and im2col over buffer rows, each element written by
@@ -48,26 +48,19 @@ void deinterleave_impl(const ConvT2dShape& s, const scalar_t* src, int64_t Wd, s
 
 // C[(col*kH + kh)*kW + kw, column] = gy[n, g*cog + col, ih*sH - pH + kh*dH, iw*sW - pW + kw*dW] or 0,
 // copied row by row from the deinterleaved gy (so every copy is contiguous). Written as a (taps x columns)
-// matrix, or for bfloat16 directly in the packed layout of gemm_bf16.cpp (rows interleaved in pairs).
+// C as a (taps x columns) matrix, rows `row_stride` apart (the columns beyond the chunk's are left alone).
 template <typename scalar_t>
 void im2col_rows(const ConvT2dShape& s, const scalar_t* src, int64_t Wd, int64_t g, const Chunk& c, scalar_t* dst,
-                 int64_t row_stride, int64_t elem_stride) {
-  const int64_t cog = s.cout_per_group(), kk = s.kH * s.kW, cols = c.columns(s);
-  at::parallel_for(0, cog * kk, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, cols)), [&](int64_t r0, int64_t r1) {
+                 int64_t row_stride) {
+  const int64_t taps = s.cout_per_group() * s.kH * s.kW, cols = c.columns(s);
+  at::parallel_for(0, taps, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, cols)), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
-      const int64_t kw = r % s.kW, kh = (r / s.kW) % s.kH, co = g * cog + r / kk;
-      const int64_t phase = kw * s.dW % s.sW, q = kw * s.dW / s.sW;
-      scalar_t* d = dst + (elem_stride == 1 ? r * row_stride : (r / 2) * row_stride + r % 2);
+      scalar_t* d = dst + r * row_stride;
       for (int64_t n = c.n0; n < c.n0 + c.images; ++n)
-        for (int64_t ih = c.ih0; ih < c.ih0 + c.rows; ++ih, d += s.W_in * elem_stride) {
-          const int64_t oh = ih * s.sH - s.pH + kh * s.dH;
-          if (oh < 0 || oh >= s.H_out) {
-            for (int64_t i = 0; i < s.W_in; ++i) d[i * elem_stride] = scalar_t(0);
-            continue;
-          }
-          const scalar_t* row = src + (((n * s.C_out + co) * s.H_out + oh) * s.sW + phase) * Wd + q;
-          if (elem_stride == 1) std::copy(row, row + s.W_in, d);
-          else for (int64_t i = 0; i < s.W_in; ++i) d[i * elem_stride] = row[i];
+        for (int64_t ih = c.ih0; ih < c.ih0 + c.rows; ++ih, d += s.W_in) {
+          const scalar_t* row = im2col_source(s, src, Wd, g, r, n, ih);
+          if (row) std::copy(row, row + s.W_in, d);
+          else std::fill(d, d + s.W_in, scalar_t(0));
         }
     }
   });
@@ -77,17 +70,8 @@ template <typename scalar_t>
 at::Tensor im2col(const ConvT2dShape& s, const at::Tensor& gyd, int64_t Wd, int64_t g, const Chunk& c) {
   const int64_t cols = c.columns(s);
   auto buf = at::empty({s.cout_per_group() * s.kH * s.kW, cols}, gyd.options());
-  im2col_rows<scalar_t>(s, gyd.const_data_ptr<scalar_t>(), Wd, g, c, buf.mutable_data_ptr<scalar_t>(), cols, 1);
+  im2col_rows<scalar_t>(s, gyd.const_data_ptr<scalar_t>(), Wd, g, c, buf.mutable_data_ptr<scalar_t>(), cols);
   return buf;
-}
-
-PackedB im2col_packed(const ConvT2dShape& s, const at::Tensor& gyd, int64_t Wd, int64_t g, const Chunk& c) {
-  const int64_t K = s.cout_per_group() * s.kH * s.kW, Kp = K + (K & 1), cols = c.columns(s);
-  auto buf = at::empty({Kp / 2, cols, 2}, gyd.options());
-  auto* d = buf.mutable_data_ptr<at::BFloat16>();
-  im2col_rows<at::BFloat16>(s, gyd.const_data_ptr<at::BFloat16>(), Wd, g, c, d, 2 * cols, 2);
-  if (Kp > K) for (int64_t i = 0; i < cols; ++i) d[(Kp / 2 - 1) * 2 * cols + 2 * i + 1] = at::BFloat16(0.f);
-  return PackedB{buf, K, Kp, cols};
 }
 
 // y[n, g*cog + col] += col2im(Z) over the chunk's columns.
@@ -116,7 +100,6 @@ void col2im_add(const ConvT2dShape& s, const at::Tensor& z, int64_t g, const Chu
   });
 }
 
-// scalar_t: the type of y (and b); x and w are that type or bfloat16 (then y is float).
 template <typename scalar_t>
 void forward_impl(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, const at::Tensor& y) {
   const int64_t cig = s.cin_per_group(), cog = s.cout_per_group(), kk = s.kH * s.kW, plane = s.H_out * s.W_out;
@@ -126,16 +109,14 @@ void forward_impl(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& 
     for (int64_t p = p0; p < p1; ++p) std::fill(yp + p * plane, yp + (p + 1) * plane, bp ? bp[p % s.C_out] : scalar_t(0));
   });
   for (int64_t g = 0; g < s.groups; ++g) {
-    auto wt = w.narrow(0, g * cig, cig).reshape({cig, cog * kk}).t();
-    if (x.scalar_type() == at::kBFloat16) wt = wt.contiguous();  // read in place by every chunk's GEMM
+    const auto wt = w.narrow(0, g * cig, cig).reshape({cig, cog * kk}).t();
     for_each_chunk(s, cog * kk, [&](const Chunk& c) {
-      const auto z = mm_acc(wt, columns_of(x, c, g * cig, cig));
+      const auto z = at::mm(wt, columns_of(x, c, g * cig, cig));
       col2im_add<scalar_t>(s, z, g, c, yp);
     });
   }
 }
 
-// scalar_t: the type of gy and w (float32, float64 or bfloat16); gx is float32 for bfloat16.
 template <typename scalar_t>
 void grad_input_impl(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx) {
   const int64_t cig = s.cin_per_group(), cog = s.cout_per_group(), kk = s.kH * s.kW;
@@ -144,13 +125,7 @@ void grad_input_impl(const ConvT2dShape& s, const at::Tensor& gy, const at::Tens
   for (int64_t g = 0; g < s.groups; ++g) {
     const auto wg = w.narrow(0, g * cig, cig).reshape({cig, cog * kk});
     for_each_chunk(s, cog * kk, [&](const Chunk& c) {
-      at::Tensor r;
-      if constexpr (std::is_same_v<scalar_t, at::BFloat16>) {
-        r = at::empty({cig, c.columns(s)}, gx.options());
-        bf16_gemm(wg, im2col_packed(s, gyd, Wd, g, c), r, false);
-      } else {
-        r = at::mm(wg, im2col<scalar_t>(s, gyd, Wd, g, c));
-      }
+      const auto r = at::mm(wg, im2col<scalar_t>(s, gyd, Wd, g, c));
       if (c.images == 1)
         gx.select(0, c.n0).narrow(0, g * cig, cig).narrow(1, c.ih0, c.rows).copy_(r.view({cig, c.rows, s.W_in}));
       else
@@ -159,7 +134,6 @@ void grad_input_impl(const ConvT2dShape& s, const at::Tensor& gy, const at::Tens
   }
 }
 
-// scalar_t: the type of gy and x (float32, float64 or bfloat16); gw is float32 for bfloat16.
 template <typename scalar_t>
 void grad_weight_impl(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw) {
   const int64_t cig = s.cin_per_group(), cog = s.cout_per_group(), kk = s.kH * s.kW;
@@ -168,26 +142,15 @@ void grad_weight_impl(const ConvT2dShape& s, const at::Tensor& gy, const at::Ten
   gw.zero_();
   for (int64_t g = 0; g < s.groups; ++g) {
     auto gwg = gw.narrow(0, g * cig, cig).view({cig, cog * kk});
-    if constexpr (std::is_same_v<scalar_t, at::BFloat16>) {
-      // gw_g^T += C X^T: C is read in place and X (cig rows, fewer than C's taps) is what gets packed.
-      auto acc = at::zeros({cog * kk, cig}, gw.options());
-      for_each_chunk(s, cog * kk, [&](const Chunk& c) {
-        // C's rows padded to an even length with a zero column: the kernel reads them in place.
-        const int64_t cols = c.columns(s), colsp = cols + (cols & 1);
-        auto cbuf = at::empty({cog * kk, colsp}, gyd.options());
-        im2col_rows<at::BFloat16>(s, gyd.const_data_ptr<at::BFloat16>(), Wd, g, c,
-                                  cbuf.mutable_data_ptr<at::BFloat16>(), colsp, 1);
-        if (colsp > cols) cbuf.narrow(1, cols, 1).zero_();
-        bf16_gemm(cbuf, pack_b(columns_of(x, c, g * cig, cig).t()), acc, true);
-      });
-      gwg.copy_(acc.t());
-    } else {
-      for_each_chunk(s, cog * kk, [&](const Chunk& c) {
-        gwg.addmm_(columns_of(x, c, g * cig, cig), im2col<scalar_t>(s, gyd, Wd, g, c).t());
-      });
-    }
+    for_each_chunk(s, cog * kk, [&](const Chunk& c) {
+      gwg.addmm_(columns_of(x, c, g * cig, cig), im2col<scalar_t>(s, gyd, Wd, g, c).t());
+    });
   }
 }
+
+// float32 takes the tiled kernels (gemm_bf16.cpp) unless the ISA is capped at baseline (then at::mm, as
+// float64 always does); bfloat16 reaches this file only when bf16_gemm_available().
+bool use_tiles(at::ScalarType t) { return t == at::kBFloat16 || (t == at::kFloat && isa_level() >= 1); }
 
 }  // namespace
 
@@ -203,17 +166,18 @@ at::Tensor deinterleave_columns(const ConvT2dShape& s, const at::Tensor& gy, int
 }
 
 void gemm_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, const at::Tensor& y) {
+  if (use_tiles(x.scalar_type())) return tiled_forward(s, x, w, b, y);
   if (y.scalar_type() == at::kDouble) return forward_impl<double>(s, x, w, b, y);
   forward_impl<float>(s, x, w, b, y);
 }
 void gemm_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx) {
   if (gy.scalar_type() == at::kDouble) return grad_input_impl<double>(s, gy, w, gx);
-  if (gy.scalar_type() == at::kBFloat16) return grad_input_impl<at::BFloat16>(s, gy, w, gx);
+  if (use_tiles(gy.scalar_type())) return tiled_grad_input(s, gy, w, gx);
   grad_input_impl<float>(s, gy, w, gx);
 }
 void gemm_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw) {
   if (x.scalar_type() == at::kDouble) return grad_weight_impl<double>(s, gy, x, gw);
-  if (x.scalar_type() == at::kBFloat16) return grad_weight_impl<at::BFloat16>(s, gy, x, gw);
+  if (use_tiles(x.scalar_type())) return tiled_grad_weight(s, gy, x, gw);
   grad_weight_impl<float>(s, gy, x, gw);
 }
 

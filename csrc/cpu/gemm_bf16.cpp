@@ -25,8 +25,11 @@
 #include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
 
-#include <atomic>
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <type_traits>
+#include <vector>
 
 #include "fast_paths.h"
 
@@ -55,17 +58,17 @@ at::Tensor rows_for_kernel(const at::Tensor& a, int64_t Kp) {
   return out;
 }
 
-// The micro-kernel over blocks of C. a: (M x Kp) rows with unit stride; b: packed.
-void run_blocks(const at::Tensor& a, const PackedB& b, float* c, int64_t ldc, bool add) {
-  const int64_t M = a.size(0), N = b.N, Kp = b.Kp, lda = a.stride(0);
+// The micro-kernel over blocks of C = A B[:, j0 : j0 + N]. a: (M x Kp) rows with unit stride; b: packed.
+void run_blocks(const at::Tensor& a, const PackedB& b, int64_t j0, int64_t N, float* c, int64_t ldc, bool add) {
+  const int64_t M = a.size(0), Kp = b.Kp, lda = a.stride(0);
   const int64_t mb = (M + kMB - 1) / kMB, nb = (N + kNB - 1) / kNB;
   const auto* ap = a.const_data_ptr<at::BFloat16>();
-  const auto* bp = b.data.const_data_ptr<at::BFloat16>();
+  const auto* bp = b.data.const_data_ptr<at::BFloat16>() + 2 * j0;
   parallel_tasks(mb * nb, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t i = (t / nb) * kMB, j = (t % nb) * kNB;
       const int64_t m = std::min(kMB, M - i), n = std::min(kNB, N - j);
-      at::native::cpublas::brgemm(m, n, Kp, lda, N, ldc, add, ap + i * lda, bp + 2 * j, c + i * ldc + j,
+      at::native::cpublas::brgemm(m, n, Kp, lda, b.N, ldc, add, ap + i * lda, bp + 2 * j, c + i * ldc + j,
                                   /*is_vnni=*/true);
     }
   });
@@ -78,8 +81,8 @@ bool self_test() {
     auto af = at::arange(5 * 7, opts).reshape({5, 7}).sub_(17).mul_(0.25);
     auto bf = at::arange(7 * 3, opts).reshape({7, 3}).sub_(9).mul_(0.5);
     auto c = at::empty({5, 3}, opts);
-    run_blocks(rows_for_kernel(af.to(at::kBFloat16), 8), pack_b(bf.to(at::kBFloat16)), c.mutable_data_ptr<float>(), 3,
-               false);
+    run_blocks(rows_for_kernel(af.to(at::kBFloat16), 8), pack_b(bf.to(at::kBFloat16)), 0, 3,
+               c.mutable_data_ptr<float>(), 3, false);
     return c.equal(at::mm(af, bf));  // small integers times powers of two: exact either way
   } catch (const std::exception&) {
     return false;
@@ -115,16 +118,17 @@ PackedB pack_b(const at::Tensor& b) {
   return PackedB{data, K, Kp, N};
 }
 
-void bf16_gemm(const at::Tensor& a, const PackedB& b, const at::Tensor& c, bool add) {
+void bf16_gemm(const at::Tensor& a, const PackedB& b, const at::Tensor& c, bool add, int64_t j0) {
+  const int64_t N = c.size(1);
   TORCH_INTERNAL_ASSERT(a.scalar_type() == at::kBFloat16 && (a.size(1) == b.K || a.size(1) == b.Kp) &&
-                        c.scalar_type() == at::kFloat &&
-                        c.size(0) == a.size(0) && c.size(1) == b.N && c.stride(1) == 1);
-  if (a.size(0) == 0 || b.N == 0) return;
+                        c.scalar_type() == at::kFloat && c.size(0) == a.size(0) && j0 >= 0 && j0 + N <= b.N &&
+                        (c.stride(1) == 1 || N <= 1));
+  if (a.size(0) == 0 || N == 0) return;
   if (b.K == 0) {
     if (!add) c.zero_();
     return;
   }
-  run_blocks(rows_for_kernel(a, b.Kp), b, c.mutable_data_ptr<float>(), c.stride(0), add);
+  run_blocks(rows_for_kernel(a, b.Kp), b, j0, N, c.mutable_data_ptr<float>(), c.stride(0), add);
 }
 
 at::Tensor mm_acc(const at::Tensor& a, const at::Tensor& b) {
@@ -141,6 +145,366 @@ void addmm_acc_(const at::Tensor& c, const at::Tensor& a, const at::Tensor& b) {
   }
   if (c.stride(1) == 1) return bf16_gemm(a, pack_b(b), c, true);
   c.add_(mm_acc(a, b));
+}
+
+// ---- NCHW ops without a column buffer (float32 and bfloat16) ----------------------------------------------
+// The GEMMs of gemm.cpp (forward Z = Wg^T X then col2im; grad_input gx = Wg C; grad_weight gw_g^T = C X^T,
+// with C = im2col(gy)), on the same micro-kernel (float32 x float32 -> float32 for float32 operands, which
+// on these shapes is also faster than at::mm), but C and Z only ever exist as small tiles that a task fills
+// (C) or empties (Z) right next to its micro-kernel call, in cache, instead of buffers of taps x pixels
+// that go through memory. Each task owns a disjoint part of the result and walks its part of the sum in a
+// fixed order, and the task partition depends only on the shape: the results do not depend on the thread
+// count.
+namespace {
+
+using bf16 = at::BFloat16;
+using u16a = uint16_t __attribute__((__may_alias__));
+using u32a = uint32_t __attribute__((__may_alias__));
+
+// C (m x n, ldc) (+)= A (m x K, lda) B. bfloat16: B's rows in interleaved pairs (K even); float: row-major.
+void kernel(int64_t m, int64_t n, int64_t K, int64_t lda, int64_t ldb, int64_t ldc, bool add, const bf16* a,
+            const bf16* b, float* c) {
+  at::native::cpublas::brgemm(m, n, K, lda, ldb, ldc, add, a, b, c, /*is_vnni=*/true);
+}
+void kernel(int64_t m, int64_t n, int64_t K, int64_t lda, int64_t ldb, int64_t ldc, bool add, const float* a,
+            const float* b, float* c) {
+  at::native::cpublas::brgemm(m, n, K, lda, ldb, ldc, add, a, b, c, /*is_vnni=*/false);
+}
+
+// B rows per packed row: 2 for bfloat16 (pairs), 1 for float.
+template <typename T>
+constexpr int64_t kRows = std::is_same_v<T, bf16> ? 2 : 1;
+template <typename T>
+int64_t padded_k(int64_t K) { return (K + kRows<T> - 1) / kRows<T> * kRows<T>; }
+
+// Columns of a tile whose other side is K long: the tile stays near 256 KB (in L2).
+template <typename T>
+int64_t tile_columns(int64_t K) {
+  return std::clamp<int64_t>(262144 / int64_t(sizeof(T)) / std::max<int64_t>(1, K) / 16 * 16, 16, 256);
+}
+
+// a (rows x K, any strides) as a contiguous (rows x Kp) matrix, zero-padded.
+at::Tensor padded(const at::Tensor& a, int64_t Kp) {
+  auto out = at::empty({a.size(0), Kp}, a.options().memory_format(c10::MemoryFormat::Contiguous));
+  out.narrow(1, 0, a.size(1)).copy_(a);
+  if (Kp > a.size(1)) out.narrow(1, a.size(1), Kp - a.size(1)).zero_();
+  return out;
+}
+
+// d[2i] = a[i], d[2i + 1] = b[i] for i < count (as 16-bit words: a loop the compiler vectorises).
+void interleave(const bf16* a, const bf16* b, int64_t count, bf16* d) {
+  const auto* ua = reinterpret_cast<const u16a*>(a);
+  const auto* ub = reinterpret_cast<const u16a*>(b);
+  auto* ud = reinterpret_cast<u32a*>(d);
+  for (int64_t i = 0; i < count; ++i) ud[i] = uint32_t(ua[i]) | (uint32_t(ub[i]) << 16);
+}
+
+// Channels [c0, c0 + count) of image n of NCHW x as B (count x HW) for the forward: float32 reads x in place;
+// bfloat16 is packed per image into (N, Kp/2, HW, 2).
+template <typename T>
+at::Tensor forward_b(const ConvT2dShape& s, const at::Tensor& x, int64_t c0, int64_t count, int64_t Kp,
+                     const std::vector<T>& zeros) {
+  if constexpr (kRows<T> == 1) {
+    return x;
+  } else {
+    const int64_t HW = s.H_in * s.W_in, pairs = Kp / 2;
+    auto out = at::empty({s.N, pairs, HW, 2}, x.options());
+    const T* src = x.const_data_ptr<T>();
+    T* dst = out.mutable_data_ptr<T>();
+    parallel_tasks(s.N * pairs, std::max<int64_t>(1, 8192 / std::max<int64_t>(1, HW)), [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t n = t / pairs, p = t % pairs;
+        const T* a = src + (n * s.C_in + c0 + 2 * p) * HW;
+        for (int64_t i = 0; i < HW; i += s.W_in)  // row by row: `zeros` is W_in long
+          interleave(a + i, 2 * p + 1 < count ? a + HW + i : zeros.data(), s.W_in, dst + (t * HW + i) * 2);
+      }
+    });
+    return out;
+  }
+}
+
+// Channels [c0, c0 + count) of every image of NCHW x as B = X^T (HW x count) for grad_weight, per image:
+// (N, HWp, count) with HWp = padded_k(HW), pixels in interleaved pairs for bfloat16 (a zero pixel last
+// when HW is odd).
+template <typename T>
+at::Tensor weight_b(const ConvT2dShape& s, const at::Tensor& x, int64_t c0, int64_t count) {
+  const int64_t HW = s.H_in * s.W_in, HWp = padded_k<T>(HW), rows = HWp / kRows<T>;
+  auto out = at::empty({s.N, HWp, count}, x.options());
+  const T* src = x.const_data_ptr<T>();
+  T* dst = out.mutable_data_ptr<T>();
+  // A transpose of 32-bit words (a float, or a pair of neighbouring bfloat16 pixels), in blocks of 16 rows
+  // of B so that the 16 rows being written stay in cache.
+  constexpr int64_t QB = 16;
+  const int64_t blocks = ceil_div(rows, QB);
+  parallel_tasks(s.N * blocks, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t n = t / blocks, q0 = (t % blocks) * QB, q1 = std::min(rows, q0 + QB);
+      T* d = dst + n * HWp * count;
+      for (int64_t c = 0; c < count; ++c) {
+        const T* a = src + (n * s.C_in + c0 + c) * HW;
+        if constexpr (kRows<T> == 1) {
+          for (int64_t q = q0; q < q1; ++q) d[q * count + c] = a[q];
+        } else if (HW % 2 == 0) {  // channel rows start 4-byte aligned: word loads
+          const auto* aw = reinterpret_cast<const u32a*>(a);
+          auto* dw = reinterpret_cast<u32a*>(d);
+          for (int64_t q = q0; q < q1; ++q) dw[q * count + c] = aw[q];
+        } else {
+          for (int64_t q = q0; q < q1; ++q) {
+            d[(q * count + c) * 2] = a[2 * q];
+            d[(q * count + c) * 2 + 1] = 2 * q + 1 < HW ? a[2 * q + 1] : T(0.f);
+          }
+        }
+      }
+    }
+  });
+  return out;
+}
+
+// The rows of group g's im2col matrix C, read straight from gy (no deinterleaved copy): row r = (col, kh, kw)
+// at input pixel (n, ih, iw) is gy[n, g*cog + col, ih*sH - pH + kh*dH, iw*sW - pW + kw*dW], or 0 outside.
+// The per-row index arithmetic is done once.
+struct TapRows {
+  struct Row {
+    int64_t plane, oh0, ow0, ib, ie;  // gy row of (co, oh = 0); oh at ih = 0; ow at iw = 0; iw in [ib, ie) valid
+  };
+  const ConvT2dShape& s;
+  std::vector<Row> rows;
+  TapRows(const ConvT2dShape& shape, int64_t g) : s(shape) {
+    const int64_t cog = s.cout_per_group(), kk = s.kH * s.kW;
+    rows.resize(cog * kk);
+    for (int64_t r = 0; r < cog * kk; ++r) {
+      const int64_t kw = r % s.kW, kh = (r / s.kW) % s.kH, co = g * cog + r / kk;
+      const Range iw = inputs_for_tap(kw, s.W_in, s.W_out, s.sW, s.pW, s.dW);
+      rows[r] = Row{co * s.H_out, kh * s.dH - s.pH, kw * s.dW - s.pW, iw.begin, iw.end};
+    }
+  }
+  // d[i - iw0] = C[r, (n, ih, i)] for i in [iw0, iw1).
+  template <typename T>
+  void gather(const T* gy, int64_t r, int64_t n, int64_t ih, int64_t iw0, int64_t iw1, T* d) const {
+    const Row& w = rows[r];
+    const int64_t oh = ih * s.sH + w.oh0;
+    if (oh < 0 || oh >= s.H_out) return std::fill(d, d + (iw1 - iw0), T(0.f));
+    const int64_t a = std::clamp(w.ib, iw0, iw1), b = std::clamp(w.ie, a, iw1);
+    std::fill(d, d + (a - iw0), T(0.f));
+    const T* src = gy + (n * s.C_out * s.H_out + w.plane + oh) * s.W_out + w.ow0;
+    if (s.sW == 1) std::copy(src + a, src + b, d + (a - iw0));
+    else for (int64_t i = a; i < b; ++i) d[i - iw0] = src[i * s.sW];
+    std::fill(d + (b - iw0), d + (iw1 - iw0), T(0.f));
+  }
+  // Rows r and r + 1 into d0 and d1 (as gather) when they are taps kw and kw + 1 of one gy row and sW == 2,
+  // dW == 1: one pass over the gy run, even values to d0, odd ones to d1. False otherwise.
+  template <typename T>
+  bool gather_two(const T* gy, int64_t r, int64_t n, int64_t ih, int64_t iw0, int64_t iw1, T* d0, T* d1) const {
+    if (s.sW != 2 || s.dW != 1 || r + 1 >= int64_t(rows.size()) || (r % s.kW) + 1 >= s.kW) return false;
+    const Row &w0 = rows[r], &w1 = rows[r + 1];
+    const int64_t oh = ih * s.sH + w0.oh0;
+    if (oh < 0 || oh >= s.H_out) {
+      std::fill(d0, d0 + (iw1 - iw0), T(0.f));
+      std::fill(d1, d1 + (iw1 - iw0), T(0.f));
+      return true;
+    }
+    const T* src = gy + (n * s.C_out * s.H_out + w0.plane + oh) * s.W_out + w0.ow0;  // src[2i + 1]: row r + 1
+    const int64_t a = std::clamp(std::max(w0.ib, w1.ib), iw0, iw1), b = std::clamp(std::min(w0.ie, w1.ie), a, iw1);
+    auto edge = [&](int64_t i) {
+      d0[i - iw0] = i >= w0.ib && i < w0.ie ? src[2 * i] : T(0.f);
+      d1[i - iw0] = i >= w1.ib && i < w1.ie ? src[2 * i + 1] : T(0.f);
+    };
+    for (int64_t i = iw0; i < a; ++i) edge(i);
+    T* e0 = d0 - iw0;
+    T* e1 = d1 - iw0;
+    for (int64_t i = a; i < b; ++i) e0[i] = src[2 * i], e1[i] = src[2 * i + 1];
+    for (int64_t i = b; i < iw1; ++i) edge(i);
+    return true;
+  }
+  // Rows r and r + 1 interleaved (d[2(i - iw0)], d[2(i - iw0) + 1]) when they are taps kw and kw + 1 of one
+  // gy row and sW == 2, dW == 1 (DCGAN, U-Net): the pair at input pixel i is gy[..., 2i + ow0 + {0, 1}],
+  // two neighbours, so the packed row is a straight copy of gy away from the borders. False otherwise.
+  template <typename T>
+  bool gather_neighbours(const T* gy, int64_t r, int64_t n, int64_t ih, int64_t iw0, int64_t iw1, T* d) const {
+    if (s.sW != 2 || s.dW != 1 || r + 1 >= int64_t(rows.size()) || (r % s.kW) + 1 >= s.kW) return false;
+    const Row &w0 = rows[r], &w1 = rows[r + 1];
+    const int64_t oh = ih * s.sH + w0.oh0;
+    if (oh < 0 || oh >= s.H_out) {
+      std::fill(d, d + 2 * (iw1 - iw0), T(0.f));
+      return true;
+    }
+    const T* src = gy + (n * s.C_out * s.H_out + w0.plane + oh) * s.W_out + w0.ow0;  // src[2i + 1]: row r + 1
+    const int64_t a = std::clamp(std::max(w0.ib, w1.ib), iw0, iw1), b = std::clamp(std::min(w0.ie, w1.ie), a, iw1);
+    auto edge = [&](int64_t i) {
+      d[2 * (i - iw0)] = i >= w0.ib && i < w0.ie ? src[2 * i] : T(0.f);
+      d[2 * (i - iw0) + 1] = i >= w1.ib && i < w1.ie ? src[2 * i + 1] : T(0.f);
+    };
+    for (int64_t i = iw0; i < a; ++i) edge(i);
+    std::copy(src + 2 * a, src + 2 * b, d + 2 * (a - iw0));
+    for (int64_t i = b; i < iw1; ++i) edge(i);
+    return true;
+  }
+};
+
+// Calls f(ih, iw0, iw1, j) for the runs of input row ih that the pixels [j0, j0 + count) of an image cover,
+// j being the run's offset from j0.
+template <typename F>
+void for_each_run(const ConvT2dShape& s, int64_t j0, int64_t count, const F& f) {
+  for (int64_t j = 0; j < count;) {
+    const int64_t ih = (j0 + j) / s.W_in, iw = (j0 + j) % s.W_in, run = std::min(count - j, s.W_in - iw);
+    f(ih, iw, iw + run, j);
+    j += run;
+  }
+}
+
+// Tasks: (image, block of output channels); Z tile = the block's (channel, tap) rows x up to NB pixels.
+template <typename T>
+void tiled_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
+                   const at::Tensor& y) {
+  const int64_t cig = s.cin_per_group(), cog = s.cout_per_group(), kk = s.kH * s.kW, Kp = padded_k<T>(cig);
+  const int64_t HW = s.H_in * s.W_in, plane = s.H_out * s.W_out;
+  const int64_t cb = std::min(cog, std::max<int64_t>(1, 64 / kk)), blocks = ceil_div(cog, cb);
+  const int64_t NB = tile_columns<T>(Kp);
+  const std::vector<T> zeros(s.W_in, T(0.f));
+  const float* bias = b.defined() ? b.const_data_ptr<float>() : nullptr;
+  float* yp = y.mutable_data_ptr<float>();
+  for (int64_t g = 0; g < s.groups; ++g) {
+    const auto a = padded(w.narrow(0, g * cig, cig).reshape({cig, cog * kk}).t(), Kp);  // rows (col, tap)
+    const at::Tensor xb = forward_b<T>(s, x, g * cig, cig, Kp, zeros);
+    const T* ap = a.const_data_ptr<T>();
+    const T* xp = xb.const_data_ptr<T>();
+    // Image n's B: the packed copy (bfloat16) or its channels in x (float); columns kRows apart.
+    const int64_t image_stride = kRows<T> == 2 ? Kp * HW : s.C_in * HW, first = kRows<T> == 2 ? 0 : g * cig * HW;
+    parallel_tasks(s.N * blocks, 1, [&](int64_t t0, int64_t t1) {
+      std::vector<float> z(cb * kk * NB);
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t n = t / blocks, c0 = (t % blocks) * cb, nc = std::min(cb, cog - c0);
+        float* planes = yp + (n * s.C_out + g * cog + c0) * plane;
+        for (int64_t c = 0; c < nc; ++c)
+          std::fill(planes + c * plane, planes + (c + 1) * plane, bias ? bias[g * cog + c0 + c] : 0.f);
+        for (int64_t j0 = 0; j0 < HW; j0 += NB) {
+          const int64_t nb = std::min(NB, HW - j0);
+          kernel(nc * kk, nb, Kp, Kp, HW, NB, false, ap + c0 * kk * Kp, xp + n * image_stride + first + j0 * kRows<T>,
+                 z.data());
+          // col2im of the tile: y[n, c, ih*sH - pH + kh*dH, iw*sW - pW + kw*dW] += Z[(c, kh, kw), (ih, iw)]
+          for_each_run(s, j0, nb, [&](int64_t ih, int64_t iw0, int64_t iw1, int64_t j) {
+            for (int64_t c = 0; c < nc; ++c)
+              for (int64_t kh = 0; kh < s.kH; ++kh) {
+                const int64_t oh = ih * s.sH - s.pH + kh * s.dH;
+                if (oh < 0 || oh >= s.H_out) continue;
+                for (int64_t kw = 0; kw < s.kW; ++kw) {
+                  const Range r = inputs_for_tap(kw, s.W_in, s.W_out, s.sW, s.pW, s.dW);
+                  const int64_t i0 = std::max(r.begin, iw0), i1 = std::min(r.end, iw1);
+                  const float* zr = z.data() + ((c * s.kH + kh) * s.kW + kw) * NB + j - iw0;
+                  float* yr = planes + c * plane + oh * s.W_out - s.pW + kw * s.dW;
+                  for (int64_t i = i0; i < i1; ++i) yr[i * s.sW] += zr[i];
+                }
+              }
+          });
+        }
+      }
+    });
+  }
+}
+
+// Tasks: (image, block of NB pixels); the C tile (KB taps x those pixels; packed for bfloat16) is gathered
+// and gx[n, group's channels, pixels] += Wg[:, taps] C_tile straight into gx, for the KB-blocks of taps in
+// order.
+template <typename T>
+void tiled_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx) {
+  const int64_t cig = s.cin_per_group(), taps = s.cout_per_group() * s.kH * s.kW, Kp = padded_k<T>(taps);
+  const int64_t KB = std::min<int64_t>(Kp, 512 * kRows<T>), NB = tile_columns<T>(KB);
+  const int64_t HW = s.H_in * s.W_in, per_image = ceil_div(HW, NB);
+  const T* src = gy.const_data_ptr<T>();
+  float* out = gx.mutable_data_ptr<float>();
+  for (int64_t g = 0; g < s.groups; ++g) {
+    const auto a = padded(w.narrow(0, g * cig, cig).reshape({cig, taps}), Kp);
+    const T* ap = a.const_data_ptr<T>();
+    const TapRows tr(s, g);
+    parallel_tasks(s.N * per_image, 1, [&](int64_t t0, int64_t t1) {
+      std::vector<T> tile(KB * NB), pair(2 * s.W_in);
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t n = t / per_image, j0 = (t % per_image) * NB, nb = std::min(NB, HW - j0);
+        for (int64_t k0 = 0; k0 < Kp; k0 += KB) {
+          const int64_t kb = std::min(KB, Kp - k0);
+          for (int64_t p = 0; p < kb / kRows<T>; ++p) {
+            const int64_t r = k0 + p * kRows<T>;
+            T* d = tile.data() + p * NB * kRows<T>;
+            for_each_run(s, j0, nb, [&](int64_t ih, int64_t iw0, int64_t iw1, int64_t j) {
+              if constexpr (kRows<T> == 1) {
+                tr.gather(src, r, n, ih, iw0, iw1, d + j);
+              } else {  // rows r and r + 1 (a zero row past the last tap), interleaved
+                if (tr.gather_neighbours(src, r, n, ih, iw0, iw1, d + 2 * j)) return;
+                const int64_t len = iw1 - iw0;
+                if (r < taps) tr.gather(src, r, n, ih, iw0, iw1, pair.data());
+                else std::fill(pair.begin(), pair.begin() + len, T(0.f));
+                if (r + 1 < taps) tr.gather(src, r + 1, n, ih, iw0, iw1, pair.data() + s.W_in);
+                else std::fill(pair.begin() + s.W_in, pair.begin() + s.W_in + len, T(0.f));
+                interleave(pair.data(), pair.data() + s.W_in, len, d + 2 * j);
+              }
+            });
+          }
+          kernel(cig, nb, kb, Kp, NB, HW, k0 > 0, ap + k0, tile.data(), out + (n * s.C_in + g * cig) * HW + j0);
+        }
+      }
+    });
+  }
+}
+
+// Tasks: blocks of MB taps (rows of gw_g^T); each walks the images and their pixels in blocks of KB, the C
+// tile (MB taps x KB pixels) gathered row-major, and accumulates gw_g^T[block] += C_tile X^T[pixels].
+template <typename T>
+void tiled_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw) {
+  const int64_t cig = s.cin_per_group(), kk = s.kH * s.kW, taps = s.cout_per_group() * kk;
+  const int64_t HW = s.H_in * s.W_in, HWp = padded_k<T>(HW);
+  constexpr int64_t KB = 256;
+  const int64_t MB = std::clamp<int64_t>(ceil_div(ceil_div(taps, 8), 16) * 16, 16, 64), tasks = ceil_div(taps, MB);
+  const T* src = gy.const_data_ptr<T>();
+  auto acc = at::empty({taps, cig}, gw.options());
+  float* accp = acc.mutable_data_ptr<float>();
+  for (int64_t g = 0; g < s.groups; ++g) {
+    const at::Tensor xt = weight_b<T>(s, x, g * cig, cig);
+    const T* xp = xt.const_data_ptr<T>();
+    const TapRows tr(s, g);
+    parallel_tasks(tasks, 1, [&](int64_t t0, int64_t t1) {
+      std::vector<T> tile(MB * KB);
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t r0 = t * MB, mb = std::min(MB, taps - r0);
+        bool first = true;
+        for (int64_t n = 0; n < s.N; ++n)
+          for (int64_t j0 = 0; j0 < HW; j0 += KB) {
+            const int64_t kb = std::min(KB, HW - j0), kbp = padded_k<T>(kb);
+            for (int64_t r = 0; r < mb; ++r) {
+              T* d = tile.data() + r * KB;
+              bool both = false;  // rows r and r + 1 in one pass
+              for_each_run(s, j0, kb, [&](int64_t ih, int64_t iw0, int64_t iw1, int64_t j) {
+                if (r + 1 < mb && tr.gather_two(src, r0 + r, n, ih, iw0, iw1, d + j, d + KB + j)) both = true;
+                else tr.gather(src, r0 + r, n, ih, iw0, iw1, d + j);
+              });
+              if (kbp > kb) d[kb] = T(0.f);
+              if (both) {
+                if (kbp > kb) d[KB + kb] = T(0.f);
+                ++r;
+              }
+            }
+            kernel(mb, cig, kbp, KB, cig, cig, !first, tile.data(), xp + (n * HWp + j0) * cig, accp + r0 * cig);
+            first = false;
+          }
+      }
+    });
+    gw.narrow(0, g * cig, cig).view({cig, taps}).copy_(acc.t());
+  }
+}
+
+}  // namespace
+
+void tiled_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
+                   const at::Tensor& y) {
+  if (x.scalar_type() == at::kBFloat16) return tiled_forward<bf16>(s, x, w, b, y);
+  tiled_forward<float>(s, x, w, b, y);
+}
+void tiled_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx) {
+  if (gy.scalar_type() == at::kBFloat16) return tiled_grad_input<bf16>(s, gy, w, gx);
+  tiled_grad_input<float>(s, gy, w, gx);
+}
+void tiled_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw) {
+  if (x.scalar_type() == at::kBFloat16) return tiled_grad_weight<bf16>(s, gy, x, gw);
+  tiled_grad_weight<float>(s, gy, x, gw);
 }
 
 }  // namespace cpu
