@@ -147,7 +147,8 @@ def test_channels_last_has_no_layout_round_trip():
 
 # bfloat16 on the gemm path: bfloat16 GEMMs with float32 results (csrc/cpu/gemm_bf16.cpp) where the CPU has
 # AVX512-BF16, else -- and whenever the ISA is capped below avx512 -- float32 GEMMs on widened operands.
-# Both must meet the same contract. Odd GEMM sizes on purpose: K padded to even, partial blocks.
+# Both must meet the same contract. Odd GEMM sizes on purpose: K padded to even, partial blocks, tiles
+# split inside image rows, taps split into K blocks (grad_input).
 def _bf16_native_here():
     meta = dict(dtype=torch.bfloat16, device="meta")
     return dispatch.cpu_path(torch.empty(1, 16, 2, 2, **meta), torch.empty(16, 16, 3, 3, **meta)).endswith("avx512_bf16")
@@ -159,18 +160,25 @@ BF16_CASES = [
     Case("blocks", 2, 40, 70, 9, 17, 4, 2, 1),                # C (and Z) larger than one 64 x 128 block
     Case("grouped", 3, 10, 14, 5, 3, 3, 1, 1, groups=2),
     Case("dilated", 2, 24, 16, 6, 5, 3, 1, 2, dilation=2),
+    Case("long_rows", 1, 8, 6, 3, 300, 4, 2, 1),             # 900 pixels: tiles of 256 split rows
+    Case("many_taps", 1, 6, 70, 3, 5, 5, 2, 2, 1),            # 1750 taps: grad_input's K in blocks
 ]
 
 
+# The gemm path's routes: NCHW float32 on the tiled kernels (ISA avx2 and up) or at::mm (baseline);
+# bfloat16 native (avx512 with AVX512-BF16) or widened to float32 (then tiled or at::mm); channels_last on
+# gemm_nhwc.cpp.
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("cap", ["avx512", "avx2"])
+@pytest.mark.parametrize("cap", ["avx512", "avx2", "baseline"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
 @pytest.mark.parametrize("case", BF16_CASES + GRID + RANDOM_MANY, ids=str)
-def test_bf16_gemm_native_and_widened(case, cap, layout):
+def test_gemm_routes(case, dtype, cap, layout):
     if cap not in ISAS:
         pytest.skip(f"ISA {cap} not available on this CPU")
     with dispatch.forced(path="gemm", isa=cap):
-        taken = _check_on_path(case, torch.bfloat16, "gemm", seed=8, layout=layout)
-    assert taken == ("gemm:avx512_bf16" if BF16_NATIVE and cap == "avx512" else "gemm")
+        taken = _check_on_path(case, dtype, "gemm", seed=8, layout=layout)
+    native = dtype == torch.bfloat16 and BF16_NATIVE and cap == "avx512"
+    assert taken == ("gemm:avx512_bf16" if native else "gemm")
 
 
 @pytest.mark.skipif(not BF16_NATIVE, reason="this CPU has no AVX512-BF16 (bfloat16 takes widened float32 GEMMs)")
@@ -263,7 +271,9 @@ def test_bitwise_run_to_run_and_across_threads(case, path):
         torch.set_num_threads(old)
     for a, b in zip(many, again):
         assert torch.equal(a, b)
-    if path != "gemm":
+    # gemm: float32 NCHW runs the tiled kernels (csrc/cpu/gemm_bf16.cpp), whose task partition depends on the
+    # shape only; float64 and ISA baseline use at::mm, which may block its sums by thread count.
+    if path != "gemm" or (dtype == torch.float32 and "avx2" in ISAS):
         for a, b in zip(one, many):
             assert torch.equal(a, b)
 

@@ -341,6 +341,10 @@ struct TapRows {
   }
 };
 
+struct Run {
+  int64_t ih, iw0, iw1, j;
+};
+
 // Calls f(ih, iw0, iw1, j) for the runs of input row ih that the pixels [j0, j0 + count) of an image cover,
 // j being the run's offset from j0.
 template <typename F>
@@ -361,6 +365,8 @@ void tiled_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor&
   const int64_t cb = std::min(cog, std::max<int64_t>(1, 64 / kk)), blocks = ceil_div(cog, cb);
   const int64_t NB = tile_columns<T>(Kp);
   const std::vector<T> zeros(s.W_in, T(0.f));
+  std::vector<Range> kw_inputs(s.kW);  // the input columns each kw reaches
+  for (int64_t kw = 0; kw < s.kW; ++kw) kw_inputs[kw] = inputs_for_tap(kw, s.W_in, s.W_out, s.sW, s.pW, s.dW);
   const float* bias = b.defined() ? b.const_data_ptr<float>() : nullptr;
   float* yp = y.mutable_data_ptr<float>();
   for (int64_t g = 0; g < s.groups; ++g) {
@@ -372,6 +378,7 @@ void tiled_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor&
     const int64_t image_stride = kRows<T> == 2 ? Kp * HW : s.C_in * HW, first = kRows<T> == 2 ? 0 : g * cig * HW;
     parallel_tasks(s.N * blocks, 1, [&](int64_t t0, int64_t t1) {
       std::vector<float> z(cb * kk * NB);
+      std::vector<Run> runs;
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t n = t / blocks, c0 = (t % blocks) * cb, nc = std::min(cb, cog - c0);
         float* planes = yp + (n * s.C_out + g * cog + c0) * plane;
@@ -381,21 +388,29 @@ void tiled_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor&
           const int64_t nb = std::min(NB, HW - j0);
           kernel(nc * kk, nb, Kp, Kp, HW, NB, false, ap + c0 * kk * Kp, xp + n * image_stride + first + j0 * kRows<T>,
                  z.data());
-          // col2im of the tile: y[n, c, ih*sH - pH + kh*dH, iw*sW - pW + kw*dW] += Z[(c, kh, kw), (ih, iw)]
+          // col2im of the tile: y[n, c, ih*sH - pH + kh*dH, iw*sW - pW + kw*dW] += Z[(c, kh, kw), (ih, iw)],
+          // row of Z by row, over the tile's runs of input rows.
+          runs.clear();
           for_each_run(s, j0, nb, [&](int64_t ih, int64_t iw0, int64_t iw1, int64_t j) {
-            for (int64_t c = 0; c < nc; ++c)
-              for (int64_t kh = 0; kh < s.kH; ++kh) {
-                const int64_t oh = ih * s.sH - s.pH + kh * s.dH;
-                if (oh < 0 || oh >= s.H_out) continue;
-                for (int64_t kw = 0; kw < s.kW; ++kw) {
-                  const Range r = inputs_for_tap(kw, s.W_in, s.W_out, s.sW, s.pW, s.dW);
-                  const int64_t i0 = std::max(r.begin, iw0), i1 = std::min(r.end, iw1);
-                  const float* zr = z.data() + ((c * s.kH + kh) * s.kW + kw) * NB + j - iw0;
-                  float* yr = planes + c * plane + oh * s.W_out - s.pW + kw * s.dW;
-                  for (int64_t i = i0; i < i1; ++i) yr[i * s.sW] += zr[i];
+            runs.push_back({ih, iw0, iw1, j});
+          });
+          for (int64_t c = 0; c < nc; ++c)
+            for (int64_t kh = 0; kh < s.kH; ++kh)
+              for (int64_t kw = 0; kw < s.kW; ++kw) {
+                const float* zrow = z.data() + ((c * s.kH + kh) * s.kW + kw) * NB;
+                float* ybase = planes + c * plane - s.pW + kw * s.dW;
+                const Range& r = kw_inputs[kw];
+                for (const Run& u : runs) {
+                  const int64_t oh = u.ih * s.sH - s.pH + kh * s.dH;
+                  if (oh < 0 || oh >= s.H_out) continue;
+                  const int64_t i0 = std::max(r.begin, u.iw0), i1 = std::min(r.end, u.iw1);
+                  const float* zr = zrow + u.j - u.iw0;
+                  float* yr = ybase + oh * s.W_out;
+                  if (s.sW == 1) for (int64_t i = i0; i < i1; ++i) yr[i] += zr[i];
+                  else if (s.sW == 2) for (int64_t i = i0; i < i1; ++i) yr[2 * i] += zr[i];
+                  else for (int64_t i = i0; i < i1; ++i) yr[i * s.sW] += zr[i];
                 }
               }
-          });
         }
       }
     });
