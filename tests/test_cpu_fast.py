@@ -145,7 +145,7 @@ def test_channels_last_has_no_layout_round_trip():
     assert _image_copies(case, "generic") != []  # the NCHW-only path converts: the probe sees copies
 
 
-# bfloat16 on the gemm path: bfloat16 GEMMs with float32 results (csrc/cpu/gemm_bf16.cpp) where the CPU has
+# bfloat16 on the gemm path: bfloat16 GEMMs with float32 results (csrc/cpu/gemm_tiles.cpp) where the CPU has
 # AVX512-BF16, else -- and whenever the ISA is capped below avx512 -- float32 GEMMs on widened operands.
 # Both must meet the same contract. Odd GEMM sizes on purpose: K padded to even, partial blocks, tiles
 # split inside image rows, taps split into K blocks (grad_input).
@@ -271,7 +271,7 @@ def test_bitwise_run_to_run_and_across_threads(case, path):
         torch.set_num_threads(old)
     for a, b in zip(many, again):
         assert torch.equal(a, b)
-    # gemm: float32 NCHW runs the tiled kernels (csrc/cpu/gemm_bf16.cpp), whose task partition depends on the
+    # gemm: float32 NCHW runs the tiled kernels (csrc/cpu/gemm_tiles.cpp), whose task partition depends on the
     # shape only; float64 and ISA baseline use at::mm, which may block its sums by thread count.
     if path != "gemm" or (dtype == torch.float32 and "avx2" in ISAS):
         for a, b in zip(one, many):

@@ -136,7 +136,7 @@ c10::MemoryFormat launch_layout(const ConvT2dShape& s, at::ScalarType t, c10::Me
 }
 at::Tensor widened(const at::Tensor& t) { return t.defined() ? t.to(at::kFloat) : t; }
 
-// bfloat16 on the gemm path with the CPU's bfloat16 dot products (gemm_bf16.cpp): the images and the
+// bfloat16 on the gemm path with the CPU's bfloat16 dot products (gemm_tiles.cpp): the images and the
 // weight are read as they are, only the result is float32 (then rounded once, as on the widened path).
 bool native_bf16(cpu::Path p, at::ScalarType t) {
   return p == cpu::Path::gemm && t == at::kBFloat16 && cpu::bf16_gemm_available();

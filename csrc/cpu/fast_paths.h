@@ -14,7 +14,7 @@
 // float16 and bfloat16 take the path float32 would (direct or gemm), on operands widened to float32 and
 // a float32 result rounded once at the end (conv_transpose2d.cpp); forced to generic, they run natively.
 // Exception: bfloat16 on the gemm path reads its operands as they are when the CPU has AVX512-BF16 and the
-// ISA is not capped below avx512 (gemm_bf16.cpp; the path query then says "gemm:avx512_bf16").
+// ISA is not capped below avx512 (gemm_tiles.cpp; the path query then says "gemm:avx512_bf16").
 //
 // Forcing, for tests and diagnosis (read at every call): DECONV_EXT_CPU_PATH=auto|generic|direct|gemm
 // (a path that cannot serve the call is not taken: direct needs C_out/groups <= kDirectMaxCout and not
@@ -117,7 +117,7 @@ inline const scalar_t* im2col_source(const ConvT2dShape& s, const scalar_t* gyd,
   return gyd + (((n * s.C_out + co) * s.H_out + oh) * s.sW + kw * s.dW % s.sW) * Wd + kw * s.dW / s.sW;
 }
 
-// The tiled gemm path on NCHW images (gemm_bf16.cpp: tiled_forward, tiled_grad_input, tiled_grad_weight),
+// The tiled gemm path on NCHW images (gemm_tiles.cpp: tiled_forward, tiled_grad_input, tiled_grad_weight),
 // with no column buffer, on oneDNN's micro-kernel: x, w, gy float32, or bfloat16 when
 // bf16_gemm_available() (AVX512-BF16); y, gx, gw float32, b float32 or undefined. And bfloat16 GEMMs
 // with float32 results for gemm_nhwc.cpp, where B is packed once (pack_b) and may be reused.

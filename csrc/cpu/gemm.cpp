@@ -6,7 +6,7 @@
 //                                      (gathered from gy split into column phases: contiguous copies)
 //   grad_weight  gw_g += X C^T
 // where the columns are input pixels (n, ih, iw). The GEMMs go to BLAS through at::mm / addmm_ (float32,
-// float64). bfloat16 images and weights go to gemm_bf16.cpp (no column buffer there). The
+// float64). bfloat16 images and weights go to gemm_tiles.cpp (no column buffer there). The
 // column buffer Z or C is cog*kH*kW times the number of columns, so the columns are processed in chunks
 // (whole images, or rows of one image) that keep it near the output size: no K*K*input buffer.
 // col2im is parallel over (image, channel) planes and im2col over buffer rows, each element written by
@@ -148,7 +148,7 @@ void grad_weight_impl(const ConvT2dShape& s, const at::Tensor& gy, const at::Ten
   }
 }
 
-// float32 takes the tiled kernels (gemm_bf16.cpp) unless the ISA is capped at baseline (then at::mm, as
+// float32 takes the tiled kernels (gemm_tiles.cpp) unless the ISA is capped at baseline (then at::mm, as
 // float64 always does); bfloat16 reaches this file only when bf16_gemm_available().
 bool use_tiles(at::ScalarType t) { return t == at::kBFloat16 || (t == at::kFloat && isa_level() >= 1); }
 

@@ -11,7 +11,7 @@
 // contiguous channels. Pixels are processed in chunks (whole images or rows of one) that keep Z or C
 // near the output's size. col2im is parallel over output rows, each written by one thread in a fixed
 // order (chunks in sequence), so results are deterministic; at::mm may block its sums differently with
-// the thread count, as on the NCHW gemm path. bfloat16 images and weights go through gemm_bf16.cpp (the
+// the thread count, as on the NCHW gemm path. bfloat16 images and weights go through gemm_tiles.cpp (the
 // packed weight is packed once per group) with float32 results, written to the float32 y, gx or gw.
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>

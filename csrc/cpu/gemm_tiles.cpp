@@ -1,22 +1,24 @@
-// bfloat16 GEMMs with float32 results for the gemm paths (gemm.cpp, gemm_nhwc.cpp): C (+)= A B with A, B
-// bfloat16 and C float32, on the CPU's AVX512-BF16 dot-product instructions through oneDNN's BRGEMM
-// micro-kernel, which PyTorch exports (at::native::cpublas::brgemm: bf16 x bf16 -> f32, JIT-generated per
-// block shape and cached per thread). Every product of two bfloat16 values is exact in float32 and the sums
-// are float32, so this is the numerical contract of the widened float32 path (float accumulation, one
-// rounding at the end), at about twice the speed of the float32 GEMM and with no widened copies of the
-// images. One difference: the instruction treats subnormal inputs and results as zero (as oneDNN's own
-// bfloat16 convolutions do).
+// The gemm path's GEMMs on oneDNN's BRGEMM micro-kernel, which PyTorch exports (at::native::cpublas::brgemm:
+// C (+)= A B, float32 x float32 -> float32 or bfloat16 x bfloat16 -> float32, JIT-generated per block shape
+// and cached per thread). Two parts:
 //
-// Layout: the micro-kernel wants B in the "VNNI" layout, pairs of rows interleaved (Bv[k/2][n][k%2] =
-// B[k][n]), so K is padded to even with a zero row (and A with a zero column). A is used in place when its
-// rows are contiguous and K is even, else copied. C is split into blocks of kMB x kNB, the parallel tasks;
-// each block is one micro-kernel call over the whole K, so every element of C is one sum in a fixed
-// order: results do not depend on the thread count.
+// 1. Tiled NCHW kernels (tiled_forward / tiled_grad_input / tiled_grad_weight, float32 and bfloat16): the
+//    formulation of gemm.cpp without its column buffers (see the section below).
+// 2. bfloat16 GEMMs with float32 results for gemm_nhwc.cpp (pack_b, bf16_gemm, mm_acc, addmm_acc_).
 //
+// bfloat16: the CPU's AVX512-BF16 dot products. Every product of two bfloat16 values is exact in float32 and
+// the sums are float32, so this is the numerical contract of the widened float32 path (float accumulation,
+// one rounding at the end), at about twice the float32 speed and with no widened copies of the images. One
+// difference: the instruction treats subnormal inputs and results as zero (as oneDNN's own bfloat16
+// convolutions do). The micro-kernel wants B in the "VNNI" layout, pairs of rows interleaved
+// (Bv[k/2][n][k%2] = B[k][n]), so K is padded to even with a zero row (and A with a zero column).
 // Used when bf16_gemm_available(): the CPU has AVX512-BF16 and the direct kernels' ISA is not capped below
 // AVX-512 (DECONV_EXT_CPU_ISA), mkldnn is enabled (torch.backends.mkldnn), and a first small product agrees
 // with float32. CPUs with AMX are left on the widened float32 path: there oneDNN wants B in its own packed
 // tile layout (cpublas::pack), which has not been tested here.
+//
+// Every element of C is one sum in a fixed order, and the parallel tasks (blocks of C) depend on the shape
+// only: results do not depend on the thread count.
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
 #include <ATen/native/CPUBlas.h>
