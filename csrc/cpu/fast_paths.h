@@ -117,28 +117,21 @@ inline const scalar_t* im2col_source(const ConvT2dShape& s, const scalar_t* gyd,
   return gyd + (((n * s.C_out + co) * s.H_out + oh) * s.sW + kw * s.dW % s.sW) * Wd + kw * s.dW / s.sW;
 }
 
-// The tiled gemm path on NCHW images (gemm_tiles.cpp: tiled_forward, tiled_grad_input, tiled_grad_weight),
-// with no column buffer, on oneDNN's micro-kernel: x, w, gy float32, or bfloat16 when
-// bf16_gemm_available() (AVX512-BF16); y, gx, gw float32, b float32 or undefined. And bfloat16 GEMMs
-// with float32 results for gemm_nhwc.cpp, where B is packed once (pack_b) and may be reused.
-struct PackedB {
-  at::Tensor data;  // (Kp/2, N, 2) bfloat16: pairs of B's rows interleaved, a zero row when K is odd
-  int64_t K, Kp, N;
-};
+// The tiled gemm path (gemm_tiles.cpp), with no column buffer, on oneDNN's micro-kernel: x, w, gy float32,
+// or bfloat16 when bf16_gemm_available() (AVX512-BF16); y, gx, gw float32, b float32 or undefined.
+// NCHW images (tiled_*) and channels_last ones (tiled_nhwc_*: x, y, gy, gx NHWC-contiguous).
 bool bf16_gemm_available();
-PackedB pack_b(const at::Tensor& b);  // b: (K x N) bfloat16, any strides
-// c (M x N float32, unit column stride, any row stride) = a B, or += a B when add, where B is columns
-// [j0, j0 + N) of b. a: (M x K) bfloat16, any strides, or (M x Kp) with a zero last column (read in place
-// when its rows are contiguous).
-void bf16_gemm(const at::Tensor& a, const PackedB& b, const at::Tensor& c, bool add, int64_t j0 = 0);
-// at::mm / addmm_ for the gemm paths: float32/float64 operands go to at::mm; bfloat16 ones to bf16_gemm,
-// with a float32 result (mm_acc) or into a float32 accumulator c (addmm_acc_).
-at::Tensor mm_acc(const at::Tensor& a, const at::Tensor& b);
-void addmm_acc_(const at::Tensor& c, const at::Tensor& a, const at::Tensor& b);
 void tiled_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
                    const at::Tensor& y);
 void tiled_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx);
 void tiled_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw);
+void tiled_nhwc_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
+                        const at::Tensor& y);
+void tiled_nhwc_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx);
+void tiled_nhwc_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw);
+// Whether the gemm path runs the tiled kernels for this dtype: float32 unless DECONV_EXT_CPU_ISA caps the
+// ISA at baseline (then at::mm, as for float64); bfloat16 when bf16_gemm_available().
+bool use_tiles(at::ScalarType t);
 
 // Input pixels in chunks, for the gemm paths' column buffers (gemm.cpp, gemm_nhwc.cpp): either `images`
 // whole images (rows == H_in) or `rows` rows of one image.

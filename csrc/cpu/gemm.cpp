@@ -148,18 +148,16 @@ void grad_weight_impl(const ConvT2dShape& s, const at::Tensor& gy, const at::Ten
   }
 }
 
-// float32 takes the tiled kernels (gemm_tiles.cpp) unless the ISA is capped at baseline (then at::mm, as
-// float64 always does); bfloat16 reaches this file only when bf16_gemm_available().
-bool use_tiles(at::ScalarType t) { return t == at::kBFloat16 || (t == at::kFloat && isa_level() >= 1); }
-
 }  // namespace
+
+bool use_tiles(at::ScalarType t) {
+  return (t == at::kBFloat16 && bf16_gemm_available()) || (t == at::kFloat && isa_level() >= 1);
+}
 
 at::Tensor deinterleave_columns(const ConvT2dShape& s, const at::Tensor& gy, int64_t Wd) {
   auto out = at::empty({s.N * s.C_out * s.H_out, s.sW, Wd}, gy.options());
   if (gy.scalar_type() == at::kDouble)
     deinterleave_impl<double>(s, gy.const_data_ptr<double>(), Wd, out.mutable_data_ptr<double>());
-  else if (gy.scalar_type() == at::kBFloat16)
-    deinterleave_impl<at::BFloat16>(s, gy.const_data_ptr<at::BFloat16>(), Wd, out.mutable_data_ptr<at::BFloat16>());
   else
     deinterleave_impl<float>(s, gy.const_data_ptr<float>(), Wd, out.mutable_data_ptr<float>());
   return out;
@@ -167,7 +165,7 @@ at::Tensor deinterleave_columns(const ConvT2dShape& s, const at::Tensor& gy, int
 
 void gemm_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, const at::Tensor& y) {
   if (use_tiles(x.scalar_type())) return tiled_forward(s, x, w, b, y);
-  if (y.scalar_type() == at::kDouble) return forward_impl<double>(s, x, w, b, y);
+  if (x.scalar_type() == at::kDouble) return forward_impl<double>(s, x, w, b, y);
   forward_impl<float>(s, x, w, b, y);
 }
 void gemm_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx) {

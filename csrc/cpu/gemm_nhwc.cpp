@@ -11,8 +11,8 @@
 // contiguous channels. Pixels are processed in chunks (whole images or rows of one) that keep Z or C
 // near the output's size. col2im is parallel over output rows, each written by one thread in a fixed
 // order (chunks in sequence), so results are deterministic; at::mm may block its sums differently with
-// the thread count, as on the NCHW gemm path. bfloat16 images and weights go through gemm_tiles.cpp (the
-// packed weight is packed once per group) with float32 results, written to the float32 y, gx or gw.
+// the thread count, as on the NCHW gemm path. This is the float64 route (and float32's with the ISA capped at
+// baseline); float32 and native bfloat16 take the tiled kernels of gemm_tiles.cpp (tiled_nhwc_*).
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
@@ -97,7 +97,6 @@ at::Tensor im2col(const ConvT2dShape& s, const at::Tensor& gy, int64_t g, const 
   return buf;
 }
 
-// scalar_t: the type of y (and b); x and w are that type or bfloat16 (then y is float).
 template <typename scalar_t>
 void forward_impl(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, const at::Tensor& y) {
   const int64_t cig = s.cin_per_group(), cog = s.cout_per_group(), kk = s.kH * s.kW;
@@ -110,43 +109,23 @@ void forward_impl(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& 
   });
   for (int64_t g = 0; g < s.groups; ++g) {
     const auto wp = packed_weight(s, w, g);
-    const bool bf16 = x.scalar_type() == at::kBFloat16;
-    const PackedB wpk = bf16 ? pack_b(wp) : PackedB{};
     for_each_chunk(s, kk * cog, [&](const Chunk& p) {
-      const auto xr = pixel_rows(s, x, p, g * cig, cig);
-      at::Tensor z;
-      if (bf16) {
-        z = at::empty({xr.size(0), kk * cog}, y.options().memory_format(c10::MemoryFormat::Contiguous));
-        bf16_gemm(xr, wpk, z, false);
-      } else {
-        z = at::mm(xr, wp);
-      }
-      col2im_add<scalar_t>(s, z, g, p, yp);
+      col2im_add<scalar_t>(s, at::mm(pixel_rows(s, x, p, g * cig, cig), wp), g, p, yp);
     });
   }
 }
 
-// scalar_t: the type of gy and w (float32, float64 or bfloat16); gx is float32 for bfloat16.
 template <typename scalar_t>
 void grad_input_impl(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx) {
   const int64_t cig = s.cin_per_group(), cog = s.cout_per_group(), kk = s.kH * s.kW;
-  constexpr bool bf16 = std::is_same_v<scalar_t, at::BFloat16>;
   for (int64_t g = 0; g < s.groups; ++g) {
     const auto wpt = packed_weight(s, w, g).t();
-    const PackedB wpk = bf16 ? pack_b(wpt) : PackedB{};
     for_each_chunk(s, kk * cog, [&](const Chunk& p) {
-      auto out = pixel_rows(s, gx, p, g * cig, cig);
-      const auto c = im2col<scalar_t>(s, gy, g, p);
-      if constexpr (bf16) {
-        bf16_gemm(c, wpk, out, false);  // straight into gx's pixel rows
-      } else {
-        out.copy_(at::mm(c, wpt));
-      }
+      pixel_rows(s, gx, p, g * cig, cig).copy_(at::mm(im2col<scalar_t>(s, gy, g, p), wpt));
     });
   }
 }
 
-// scalar_t: the type of gy and x (float32, float64 or bfloat16); gw is float32 for bfloat16.
 template <typename scalar_t>
 void grad_weight_impl(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw) {
   const int64_t cig = s.cin_per_group(), cog = s.cout_per_group(), kk = s.kH * s.kW;
@@ -155,8 +134,8 @@ void grad_weight_impl(const ConvT2dShape& s, const at::Tensor& gy, const at::Ten
     for_each_chunk(s, kk * cog, [&](const Chunk& p) {
       const auto xt = pixel_rows(s, x, p, g * cig, cig).t();
       const auto c = im2col<scalar_t>(s, gy, g, p);
-      if (acc.defined()) addmm_acc_(acc, xt, c);
-      else acc = mm_acc(xt, c);
+      if (acc.defined()) acc.addmm_(xt, c);
+      else acc = at::mm(xt, c);
     });
     gw.narrow(0, g * cig, cig).copy_(acc.view({cig, kk, cog}).transpose(1, 2).reshape({cig, cog, s.kH, s.kW}));
   }
@@ -166,17 +145,18 @@ void grad_weight_impl(const ConvT2dShape& s, const at::Tensor& gy, const at::Ten
 
 void gemm_nhwc_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
                        const at::Tensor& y) {
+  if (use_tiles(x.scalar_type())) return tiled_nhwc_forward(s, x, w, b, y);
   if (y.scalar_type() == at::kDouble) return forward_impl<double>(s, x, w, b, y);
   forward_impl<float>(s, x, w, b, y);
 }
 void gemm_nhwc_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx) {
   if (gy.scalar_type() == at::kDouble) return grad_input_impl<double>(s, gy, w, gx);
-  if (gy.scalar_type() == at::kBFloat16) return grad_input_impl<at::BFloat16>(s, gy, w, gx);
+  if (use_tiles(gy.scalar_type())) return tiled_nhwc_grad_input(s, gy, w, gx);
   grad_input_impl<float>(s, gy, w, gx);
 }
 void gemm_nhwc_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw) {
   if (x.scalar_type() == at::kDouble) return grad_weight_impl<double>(s, gy, x, gw);
-  if (x.scalar_type() == at::kBFloat16) return grad_weight_impl<at::BFloat16>(s, gy, x, gw);
+  if (use_tiles(x.scalar_type())) return tiled_nhwc_grad_weight(s, gy, x, gw);
   grad_weight_impl<float>(s, gy, x, gw);
 }
 

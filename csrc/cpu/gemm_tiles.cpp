@@ -4,7 +4,7 @@
 //
 // 1. Tiled NCHW kernels (tiled_forward / tiled_grad_input / tiled_grad_weight, float32 and bfloat16): the
 //    formulation of gemm.cpp without its column buffers (see the section below).
-// 2. bfloat16 GEMMs with float32 results for gemm_nhwc.cpp (pack_b, bf16_gemm, mm_acc, addmm_acc_).
+// 2. The same on channels_last images (tiled_nhwc_*), pixels being the GEMM rows as in gemm_nhwc.cpp.
 //
 // bfloat16: the CPU's AVX512-BF16 dot products. Every product of two bfloat16 values is exact in float32 and
 // the sums are float32, so this is the numerical contract of the widened float32 path (float accumulation,
@@ -39,8 +39,6 @@ namespace deconv_ext {
 namespace cpu {
 namespace {
 
-constexpr int64_t kMB = 64, kNB = 128;
-
 bool hardware_has_bf16_dot() {
 #if defined(__x86_64__)
   static const bool ok = __builtin_cpu_supports("avx512bf16") && !__builtin_cpu_supports("amx-bf16");
@@ -50,56 +48,8 @@ bool hardware_has_bf16_dot() {
 #endif
 }
 
-// The rows of `a` (M x K) as the micro-kernel reads them: row-major with an even number of columns.
-at::Tensor rows_for_kernel(const at::Tensor& a, int64_t Kp) {
-  const int64_t M = a.size(0), K = a.size(1);
-  if (K == Kp && a.stride(1) == 1 && a.stride(0) >= K) return a;
-  auto out = at::empty({M, Kp}, a.options().memory_format(c10::MemoryFormat::Contiguous));
-  out.narrow(1, 0, K).copy_(a);
-  if (Kp > K) out.narrow(1, K, Kp - K).zero_();
-  return out;
-}
-
-// The micro-kernel over blocks of C = A B[:, j0 : j0 + N]. a: (M x Kp) rows with unit stride; b: packed.
-void run_blocks(const at::Tensor& a, const PackedB& b, int64_t j0, int64_t N, float* c, int64_t ldc, bool add) {
-  const int64_t M = a.size(0), Kp = b.Kp, lda = a.stride(0);
-  const int64_t mb = (M + kMB - 1) / kMB, nb = (N + kNB - 1) / kNB;
-  const auto* ap = a.const_data_ptr<at::BFloat16>();
-  const auto* bp = b.data.const_data_ptr<at::BFloat16>() + 2 * j0;
-  parallel_tasks(mb * nb, 1, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t i = (t / nb) * kMB, j = (t % nb) * kNB;
-      const int64_t m = std::min(kMB, M - i), n = std::min(kNB, N - j);
-      at::native::cpublas::brgemm(m, n, Kp, lda, b.N, ldc, add, ap + i * lda, bp + 2 * j, c + i * ldc + j,
-                                  /*is_vnni=*/true);
-    }
-  });
-}
-
-bool self_test() {
-  try {
-    // Odd sizes on purpose: K padding, partial blocks, A copied.
-    const auto opts = at::TensorOptions().dtype(at::kFloat);
-    auto af = at::arange(5 * 7, opts).reshape({5, 7}).sub_(17).mul_(0.25);
-    auto bf = at::arange(7 * 3, opts).reshape({7, 3}).sub_(9).mul_(0.5);
-    auto c = at::empty({5, 3}, opts);
-    run_blocks(rows_for_kernel(af.to(at::kBFloat16), 8), pack_b(bf.to(at::kBFloat16)), 0, 3,
-               c.mutable_data_ptr<float>(), 3, false);
-    return c.equal(at::mm(af, bf));  // small integers times powers of two: exact either way
-  } catch (const std::exception&) {
-    return false;
-  }
-}
-
-}  // namespace
-
-bool bf16_gemm_available() {
-  if (!hardware_has_bf16_dot() || isa_level() < 2 || !at::globalContext().userEnabledMkldnn()) return false;
-  static const bool works = self_test();
-  return works;
-}
-
-PackedB pack_b(const at::Tensor& b) {
+// b (K x N bfloat16, any strides) in pairs of rows, a zero row when K is odd: (Kp/2, N, 2).
+at::Tensor pack_b(const at::Tensor& b) {
   const int64_t K = b.size(0), N = b.size(1), Kp = K + (K & 1);
   auto data = at::empty({Kp / 2, N, 2}, b.options().memory_format(c10::MemoryFormat::Contiguous));
   const auto* src = b.const_data_ptr<at::BFloat16>();
@@ -117,37 +67,35 @@ PackedB pack_b(const at::Tensor& b) {
       }
     }
   });
-  return PackedB{data, K, Kp, N};
+  return data;
 }
 
-void bf16_gemm(const at::Tensor& a, const PackedB& b, const at::Tensor& c, bool add, int64_t j0) {
-  const int64_t N = c.size(1);
-  TORCH_INTERNAL_ASSERT(a.scalar_type() == at::kBFloat16 && (a.size(1) == b.K || a.size(1) == b.Kp) &&
-                        c.scalar_type() == at::kFloat && c.size(0) == a.size(0) && j0 >= 0 && j0 + N <= b.N &&
-                        (c.stride(1) == 1 || N <= 1));
-  if (a.size(0) == 0 || N == 0) return;
-  if (b.K == 0) {
-    if (!add) c.zero_();
-    return;
+bool self_test() {
+  try {
+    // Odd sizes on purpose: K padded, partial vectors.
+    const auto opts = at::TensorOptions().dtype(at::kFloat);
+    auto af = at::arange(5 * 7, opts).reshape({5, 7}).sub_(17).mul_(0.25);
+    auto bf = at::arange(7 * 3, opts).reshape({7, 3}).sub_(9).mul_(0.5);
+    auto a = at::zeros({5, 8}, opts.dtype(at::kBFloat16));
+    a.narrow(1, 0, 7).copy_(af);
+    auto c = at::empty({5, 3}, opts);
+    at::native::cpublas::brgemm(5, 3, 8, 8, 3, 3, false, a.const_data_ptr<at::BFloat16>(),
+                                pack_b(bf.to(at::kBFloat16)).const_data_ptr<at::BFloat16>(),
+                                c.mutable_data_ptr<float>(), /*is_vnni=*/true);
+    return c.equal(at::mm(af, bf));  // small integers times powers of two: exact either way
+  } catch (const std::exception&) {
+    return false;
   }
-  run_blocks(rows_for_kernel(a, b.Kp), b, j0, N, c.mutable_data_ptr<float>(), c.stride(0), add);
 }
 
-at::Tensor mm_acc(const at::Tensor& a, const at::Tensor& b) {
-  if (a.scalar_type() != at::kBFloat16) return at::mm(a, b);
-  auto c = at::empty({a.size(0), b.size(1)}, a.options().dtype(at::kFloat));
-  bf16_gemm(a, pack_b(b), c, false);
-  return c;
+}  // namespace
+
+bool bf16_gemm_available() {
+  if (!hardware_has_bf16_dot() || isa_level() < 2 || !at::globalContext().userEnabledMkldnn()) return false;
+  static const bool works = self_test();
+  return works;
 }
 
-void addmm_acc_(const at::Tensor& c, const at::Tensor& a, const at::Tensor& b) {
-  if (a.scalar_type() != at::kBFloat16) {
-    c.addmm_(a, b);
-    return;
-  }
-  if (c.stride(1) == 1) return bf16_gemm(a, pack_b(b), c, true);
-  c.add_(mm_acc(a, b));
-}
 
 // ---- NCHW ops without a column buffer (float32 and bfloat16) ----------------------------------------------
 // The GEMMs of gemm.cpp (forward Z = Wg^T X then col2im; grad_input gx = Wg C; grad_weight gw_g^T = C X^T,
@@ -508,6 +456,166 @@ void tiled_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Te
   }
 }
 
+// ---- the same on channels_last (NHWC) images: pixels are the GEMM rows (see gemm_nhwc.cpp) -------------
+
+// (K x N) row-major float32 matrix b as the micro-kernel's B: float32 as it is (contiguous), bfloat16 in
+// pairs of rows, K padded to even.
+template <typename T>
+at::Tensor as_b(const at::Tensor& b) {
+  if constexpr (kRows<T> == 1) return b.contiguous();
+  else return pack_b(b);
+}
+
+// Forward tasks: (image, block of nc output channels). Z tile = MB pixels x (tap, channel) of the block,
+// then y[n, oh, ow, block] += Z[pixel, (tap, :)]: adds over nc contiguous channels.
+template <typename T>
+void tiled_nhwc_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
+                        const at::Tensor& y) {
+  const int64_t cig = s.cin_per_group(), cog = s.cout_per_group(), kk = s.kH * s.kW, Kp = padded_k<T>(cig);
+  const int64_t cb = std::clamp<int64_t>(512 / kk, 1, cog), blocks = ceil_div(cog, cb), HW = s.H_in * s.W_in;
+  constexpr int64_t MB = 64;
+  const bool a_in_place = Kp == cig;  // rows of x read in place (lda = C_in)
+  const T* xp = x.const_data_ptr<T>();
+  const float* bias = b.defined() ? b.const_data_ptr<float>() : nullptr;
+  float* yp = y.mutable_data_ptr<float>();
+  for (int64_t g = 0; g < s.groups; ++g) {
+    // B of block k: (cig x kk*nc), columns (tap, channel of the block).
+    std::vector<at::Tensor> bs(blocks);
+    for (int64_t k = 0; k < blocks; ++k) {
+      const int64_t c0 = k * cb, nc = std::min(cb, cog - c0);
+      bs[k] = as_b<T>(w.narrow(0, g * cig, cig).narrow(1, c0, nc).reshape({cig, nc, kk}).transpose(1, 2)
+                          .reshape({cig, kk * nc}));
+    }
+    parallel_tasks(s.N * blocks, 1, [&](int64_t t0, int64_t t1) {
+      std::vector<float> z(MB * kk * cb);
+      std::vector<T> a(a_in_place ? 0 : MB * Kp, T(0.f));
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t n = t / blocks, k = t % blocks, c0 = k * cb, nc = std::min(cb, cog - c0), ncols = kk * nc;
+        float* yc = yp + n * s.H_out * s.W_out * s.C_out + g * cog + c0;
+        for (int64_t q = 0; q < s.H_out * s.W_out; ++q)
+          for (int64_t c = 0; c < nc; ++c) yc[q * s.C_out + c] = bias ? bias[g * cog + c0 + c] : 0.f;
+        const T* bp = bs[k].template const_data_ptr<T>();
+        for (int64_t q0 = 0; q0 < HW; q0 += MB) {
+          const int64_t mb = std::min(MB, HW - q0);
+          const T* xr = xp + (n * HW + q0) * s.C_in + g * cig;
+          if (!a_in_place)
+            for (int64_t i = 0; i < mb; ++i) std::copy(xr + i * s.C_in, xr + i * s.C_in + cig, a.data() + i * Kp);
+          kernel(mb, ncols, Kp, a_in_place ? s.C_in : Kp, ncols, ncols, false, a_in_place ? xr : a.data(), bp, z.data());
+          for (int64_t i = 0; i < mb; ++i) {
+            const int64_t ih = (q0 + i) / s.W_in, iw = (q0 + i) % s.W_in;
+            for (int64_t kh = 0; kh < s.kH; ++kh) {
+              const int64_t oh = ih * s.sH - s.pH + kh * s.dH;
+              if (oh < 0 || oh >= s.H_out) continue;
+              for (int64_t kw = 0; kw < s.kW; ++kw) {
+                const int64_t ow = iw * s.sW - s.pW + kw * s.dW;
+                if (ow < 0 || ow >= s.W_out) continue;
+                float* yo = yc + (oh * s.W_out + ow) * s.C_out;
+                const float* zr = z.data() + i * ncols + (kh * s.kW + kw) * nc;
+                for (int64_t c = 0; c < nc; ++c) yo[c] += zr[c];
+              }
+            }
+          }
+        }
+      }
+    });
+  }
+}
+
+// C[(n, ih, iw), (tap, co)] for taps [tap0, tap1) of pixel q, written to d (cog values per tap).
+template <typename T>
+void gather_taps(const ConvT2dShape& s, const T* gy, int64_t g, int64_t q, int64_t tap0, int64_t tap1, T* d) {
+  const int64_t cog = s.cout_per_group(), HW = s.H_in * s.W_in;
+  const int64_t n = q / HW, ih = (q % HW) / s.W_in, iw = q % s.W_in;
+  for (int64_t tap = tap0; tap < tap1; ++tap, d += cog) {
+    const int64_t kh = tap / s.kW, kw = tap % s.kW;
+    const int64_t oh = ih * s.sH - s.pH + kh * s.dH, ow = iw * s.sW - s.pW + kw * s.dW;
+    if (oh < 0 || oh >= s.H_out || ow < 0 || ow >= s.W_out) {
+      std::fill(d, d + cog, T(0.f));
+    } else {
+      const T* src = gy + ((n * s.H_out + oh) * s.W_out + ow) * s.C_out + g * cog;
+      std::copy(src, src + cog, d);
+    }
+  }
+}
+
+// grad_input tasks: blocks of MB pixels. The C tile (pixels x a block of KB columns (tap, co)) is gathered
+// and gx[pixels, group] += C_tile Wp^T[columns] straight into gx, for the column blocks in order.
+template <typename T>
+void tiled_nhwc_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx) {
+  const int64_t cig = s.cin_per_group(), cog = s.cout_per_group(), kk = s.kH * s.kW, K = kk * cog;
+  const int64_t TB = std::max<int64_t>(1, 512 / cog), KB = TB * cog, pixels = s.N * s.H_in * s.W_in;
+  constexpr int64_t MB = 64;
+  const T* src = gy.const_data_ptr<T>();
+  float* out = gx.mutable_data_ptr<float>();
+  for (int64_t g = 0; g < s.groups; ++g) {
+    // Wp^T: rows (tap, co), columns ci, one B per block of TB taps (bfloat16: each padded to even rows).
+    const auto wpt = w.narrow(0, g * cig, cig).reshape({cig, cog, kk}).permute({2, 1, 0}).reshape({K, cig});
+    std::vector<at::Tensor> bs;
+    for (int64_t k0 = 0; k0 < K; k0 += KB) bs.push_back(as_b<T>(wpt.narrow(0, k0, std::min(KB, K - k0))));
+    parallel_tasks(ceil_div(pixels, MB), 1, [&](int64_t t0, int64_t t1) {
+      std::vector<T> tile(MB * padded_k<T>(KB), T(0.f));
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t q0 = t * MB, mb = std::min(MB, pixels - q0);
+        for (int64_t k = 0; k * KB < K; ++k) {
+          const int64_t tap0 = k * TB, tap1 = std::min(kk, tap0 + TB), kb = (tap1 - tap0) * cog, kbp = padded_k<T>(kb);
+          for (int64_t i = 0; i < mb; ++i) {
+            gather_taps(s, src, g, q0 + i, tap0, tap1, tile.data() + i * kbp);
+            if (kbp > kb) tile[i * kbp + kb] = T(0.f);
+          }
+          kernel(mb, cig, kbp, kbp, cig, s.C_in, k > 0, tile.data(), bs[k].template const_data_ptr<T>(),
+                 out + q0 * s.C_in + g * cig);
+        }
+      }
+    });
+  }
+}
+
+// grad_weight: acc (cig x (tap, co)) += X^T C. Work items: blocks of TB taps (columns of acc), each summing
+// over the images and their pixels in blocks of KB in order, with B = the C tile (KB pixels x the block's
+// columns, pixels in pairs for bfloat16) and A = the X^T tile (cig x KB pixels). The items are split into
+// one contiguous range per thread, and each thread transposes every X^T tile once for all of its items
+// (tiles only: no transposed copy of the image).
+template <typename T>
+void tiled_nhwc_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw) {
+  const int64_t cig = s.cin_per_group(), cog = s.cout_per_group(), kk = s.kH * s.kW, K = kk * cog;
+  const int64_t HW = s.H_in * s.W_in;
+  const int64_t TB = std::max<int64_t>(1, std::min(std::max<int64_t>(1, 256 / cog), ceil_div(kk, 8)));
+  const int64_t items = ceil_div(kk, TB);
+  constexpr int64_t KB = 256;
+  const T* src = gy.const_data_ptr<T>();
+  const T* xp = x.const_data_ptr<T>();
+  auto acc = at::empty({cig, K}, gw.options());
+  float* accp = acc.mutable_data_ptr<float>();
+  for (int64_t g = 0; g < s.groups; ++g) {
+    at::parallel_for(0, items, 1, [&](int64_t b0, int64_t b1) {
+      std::vector<T> a(cig * KB), tile(KB * TB * cog), row(2 * TB * cog);
+      for (int64_t n = 0; n < s.N; ++n)
+        for (int64_t j0 = 0; j0 < HW; j0 += KB) {
+          const int64_t kb = std::min(KB, HW - j0), kbp = padded_k<T>(kb);
+          const T* xr = xp + (n * HW + j0) * s.C_in + g * cig;
+          for (int64_t i0 = 0; i0 < kbp; i0 += 16)  // a[c][i] = x[n, pixel j0 + i, g*cig + c] (0 past kb)
+            for (int64_t c = 0; c < cig; ++c)
+              for (int64_t i = i0; i < std::min(i0 + 16, kbp); ++i) a[c * kbp + i] = i < kb ? xr[i * s.C_in + c] : T(0.f);
+          for (int64_t b = b0; b < b1; ++b) {
+            const int64_t tap0 = b * TB, tap1 = std::min(kk, tap0 + TB), ncols = (tap1 - tap0) * cog;
+            if constexpr (kRows<T> == 1) {
+              for (int64_t i = 0; i < kb; ++i) gather_taps(s, src, g, n * HW + j0 + i, tap0, tap1, tile.data() + i * ncols);
+            } else {
+              for (int64_t i = 0; i < kbp; i += 2) {  // pixels i and i + 1 interleaved (a zero pixel past the end)
+                gather_taps(s, src, g, n * HW + j0 + i, tap0, tap1, row.data());
+                if (i + 1 < kb) gather_taps(s, src, g, n * HW + j0 + i + 1, tap0, tap1, row.data() + ncols);
+                else std::fill(row.begin() + ncols, row.begin() + 2 * ncols, T(0.f));
+                interleave(row.data(), row.data() + ncols, ncols, tile.data() + i * ncols);
+              }
+            }
+            kernel(cig, ncols, kbp, kbp, ncols, K, n > 0 || j0 > 0, a.data(), tile.data(), accp + tap0 * cog);
+          }
+        }
+    });
+    gw.narrow(0, g * cig, cig).view({cig, cog, kk}).copy_(acc.view({cig, kk, cog}).transpose(1, 2));
+  }
+}
+
 }  // namespace
 
 void tiled_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
@@ -522,6 +630,19 @@ void tiled_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Ten
 void tiled_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw) {
   if (x.scalar_type() == at::kBFloat16) return tiled_grad_weight<bf16>(s, gy, x, gw);
   tiled_grad_weight<float>(s, gy, x, gw);
+}
+void tiled_nhwc_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
+                        const at::Tensor& y) {
+  if (x.scalar_type() == at::kBFloat16) return tiled_nhwc_forward<bf16>(s, x, w, b, y);
+  tiled_nhwc_forward<float>(s, x, w, b, y);
+}
+void tiled_nhwc_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx) {
+  if (gy.scalar_type() == at::kBFloat16) return tiled_nhwc_grad_input<bf16>(s, gy, w, gx);
+  tiled_nhwc_grad_input<float>(s, gy, w, gx);
+}
+void tiled_nhwc_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw) {
+  if (x.scalar_type() == at::kBFloat16) return tiled_nhwc_grad_weight<bf16>(s, gy, x, gw);
+  tiled_nhwc_grad_weight<float>(s, gy, x, gw);
 }
 
 }  // namespace cpu
