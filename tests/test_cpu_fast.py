@@ -181,6 +181,17 @@ def test_gemm_routes(case, dtype, cap, layout):
     assert taken == ("gemm:avx512_bf16" if native else "gemm")
 
 
+# With oneDNN switched off (torch.backends.mkldnn), bfloat16 is widened and float32's micro-kernel calls take
+# PyTorch's plain GEMM fallback: still correct.
+@pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")  # torch's, from mkldnn.flags()
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_gemm_without_mkldnn(dtype, layout):
+    with torch.backends.mkldnn.flags(enabled=False), dispatch.forced(path="gemm"):
+        for case in BF16_CASES[:2]:
+            assert _check_on_path(case, dtype, "gemm", seed=10, layout=layout) == "gemm"
+
+
 @pytest.mark.skipif(not BF16_NATIVE, reason="this CPU has no AVX512-BF16 (bfloat16 takes widened float32 GEMMs)")
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_bf16_native_gemm_is_bitwise_the_same_for_any_thread_count(layout):

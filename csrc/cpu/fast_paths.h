@@ -6,10 +6,14 @@
 //     channels. Register-blocked strips of outputs along W, one phase (ow + pW) mod sW at a time, so the
 //     inputs of a strip are contiguous; vectorised with GCC vector extensions, AVX-512 (16 lanes) / AVX2 /
 //     baseline (8 lanes) variants picked at run time (cpu_isa()).
-//   gemm (gemm.cpp): float32/float64, any channel counts (the natural choice past the direct path). One
-//     GEMM (at::mm, i.e. the BLAS torch uses) per chunk of input rows plus a col2im (forward) or im2col
-//     (backward) pass written here; chunks keep the column buffer near 1M elements. channels_last images
-//     take gemm_nhwc.cpp, the same formulation with pixels as rows: no layout conversion.
+//   gemm: float32/float64, any channel counts (the natural choice past the direct path): the GEMM
+//     formulation, forward Z = W^T X then col2im, grad_input = W im2col(gy), grad_weight = X im2col(gy)^T.
+//     float32 (and native bfloat16) run it tiled (gemm_tiles.cpp): oneDNN's BRGEMM micro-kernel, exported
+//     by PyTorch, on tiles that are gathered (im2col) or scattered (col2im) next to each call, in cache,
+//     with no column buffer. float64, and float32 with the ISA capped at baseline, take one at::mm per
+//     chunk of input rows plus a col2im/im2col pass (gemm.cpp; chunks keep the column buffer near 1M
+//     elements). channels_last images take the same formulation with pixels as rows, no layout
+//     conversion (tiled_nhwc_* in gemm_tiles.cpp, or gemm_nhwc.cpp).
 //   generic (conv_transpose2d.cpp): plain loops, every dtype.
 // float16 and bfloat16 take the path float32 would (direct or gemm), on operands widened to float32 and
 // a float32 result rounded once at the end (conv_transpose2d.cpp); forced to generic, they run natively.
@@ -24,8 +28,9 @@
 // gemm_nhwc_* kernels, which the entry layer passes when an operand is channels_last and the call takes
 // the gemm path: Launchers::layout); results are written in full
 // (nothing has to be pre-initialised). Each output element is reduced by one thread in a fixed order,
-// so results are bitwise identical run to run. The direct and generic paths also give the same bits for
-// any thread count; the gemm path's at::mm may block its sums differently with the thread count.
+// so results are bitwise identical run to run. The direct and generic paths and the tiled gemm kernels
+// also give the same bits for any thread count; at::mm (the float64 gemm route) may block its sums
+// differently with the thread count.
 #pragma once
 
 #include <ATen/Parallel.h>
