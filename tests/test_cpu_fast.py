@@ -162,6 +162,9 @@ BF16_CASES = [
     Case("dilated", 2, 24, 16, 6, 5, 3, 1, 2, dilation=2),
     Case("long_rows", 1, 8, 6, 3, 300, 4, 2, 1),             # 900 pixels: tiles of 256 split rows
     Case("many_taps", 1, 6, 70, 3, 5, 5, 2, 2, 1),            # 1750 taps: grad_input's K in blocks
+    Case("odd_wide_cin", 1, 513, 7, 3, 5, 3, 2, 1),          # channels_last bfloat16: x rows copied, K padded
+    Case("gaps", 2, 20, 18, 4, 5, 2, 4, 0, 3),                # stride > kernel: outputs no tap reaches
+    Case("dw_multiplier", 2, 16, 32, 6, 6, 3, 1, 1, groups=16),
 ]
 
 

@@ -472,7 +472,9 @@ template <typename T>
 void tiled_nhwc_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
                         const at::Tensor& y) {
   const int64_t cig = s.cin_per_group(), cog = s.cout_per_group(), kk = s.kH * s.kW, Kp = padded_k<T>(cig);
-  const int64_t cb = std::clamp<int64_t>(512 / kk, 1, cog), blocks = ceil_div(cog, cb), HW = s.H_in * s.W_in;
+  // Blocks of up to ~512 (tap, channel) columns, the channels split evenly.
+  const int64_t blocks = ceil_div(cog, std::clamp<int64_t>(512 / kk, 1, cog)), cb = ceil_div(cog, blocks);
+  const int64_t HW = s.H_in * s.W_in;
   constexpr int64_t MB = 64;
   const bool a_in_place = Kp == cig;  // rows of x read in place (lda = C_in)
   const T* xp = x.const_data_ptr<T>();
