@@ -7,6 +7,8 @@ A path or ISA that this machine cannot run is reported as skipped, by name.
 import pytest
 import torch
 
+import deconv_ext
+
 from deconv_ext import dispatch
 from deconv_ext.testing import GRID, Case, Reference, random_cases, run_ops
 
@@ -228,6 +230,22 @@ def test_bf16_native_gemm_reads_the_images_as_they_are(layout):
     case = BF16_CASES[1]
     assert _widening_copies(case, layout, "avx512") == []
     assert _widening_copies(case, layout, "avx2") != []  # the widened path: the probe sees the copies
+
+
+def test_direct_path_reads_channels_last_x_as_it_is():
+    # C_out == 1 (SR last layers): the direct path builds its padded copy of x straight from NHWC.
+    case = Case("sr_cl", 2, 24, 1, 6, 7, 5, 2, 2, 1)
+    x, w, b, gy = case.tensors(torch.float32, layout="channels_last")
+    with dispatch.forced(path="direct"), torch.profiler.profile(record_shapes=True) as prof:
+        y = deconv_ext.conv_transpose2d(x, w, b, **case.params)
+        gw = torch.ops.deconv_ext.conv_transpose2d_grad_weight(gy, x, [5, 5], *case.op_args)
+    copies = [e.name for e in prof.events() if e.name in ("aten::clone", "aten::copy_", "aten::contiguous")
+              and any(tuple(shape) == tuple(x.shape) for shape in e.input_shapes if shape)]
+    assert copies == []
+    ref = Reference(x, w, b, gy, **case.params)
+    ref.check("forward", y)
+    ref.check("grad_weight", gw)
+    assert y.is_contiguous(memory_format=torch.channels_last)
 
 
 # The dispatch rule at its thresholds: if one moves, these fail (and say which way).

@@ -68,6 +68,38 @@ at::Tensor padded_rows(const at::Tensor& x, int64_t rows, int64_t W, int64_t E, 
   return out;
 }
 
+// The rows (n, c, h) of image x padded as padded_rows does, from NCHW or from channels_last (NHWC) x, which
+// is transposed on the way (tasks over (n, h): each reads one W x C block of x), so a channels_last input
+// costs no extra pass.
+at::Tensor padded_image_rows(const ConvT2dShape& s, const at::Tensor& x, int64_t E, int64_t Wp) {
+  if (x.is_contiguous() || !x.is_contiguous(c10::MemoryFormat::ChannelsLast))
+    return padded_rows(x, s.N * s.C_in * s.H_in, s.W_in, E, Wp);
+  const int64_t C = s.C_in, H = s.H_in, W = s.W_in;
+  auto out = at::empty({s.N * C * H, Wp}, x.options().memory_format(c10::MemoryFormat::Contiguous));
+  const float* src = x.const_data_ptr<float>();
+  float* dst = out.mutable_data_ptr<float>();
+  parallel_tasks(s.N * H, grain(C * Wp), [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t n = t / H, h = t % H;
+      const float* block = src + t * W * C;  // x[n, h, :, :]
+      for (int64_t c = 0; c < C; ++c) {
+        float* d = dst + ((n * C + c) * H + h) * Wp;
+        std::fill(d, d + E, 0.f);
+        std::fill(d + E + W, d + Wp, 0.f);
+      }
+      // 32 pixels (32 x C values, in L1) at a time, into C rows.
+      for (int64_t w0 = 0; w0 < W; w0 += 32) {
+        const int64_t w1 = std::min(W, w0 + 32);
+        for (int64_t c = 0; c < C; ++c) {
+          float* d = dst + ((n * C + c) * H + h) * Wp + E;
+          for (int64_t w = w0; w < w1; ++w) d[w] = block[w * C + c];
+        }
+      }
+    }
+  });
+  return out;
+}
+
 // ---- the strip micro-kernel ------------------------------------------------------------------------
 struct Strip {
   const float* const* src;  // R source rows (pointer to column 0 of the strip's frame)
@@ -301,7 +333,7 @@ void direct_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor
     if (ph.m_hi >= ph.m_lo) read_end = std::max(read_end, ph.m_lo + round_up(ph.m_hi - ph.m_lo + 1, ph.L));
   }
   const int64_t Wp = E + read_end;
-  const auto xpad = padded_rows(x, s.N * s.C_in * s.H_in, s.W_in, E, Wp);
+  const auto xpad = padded_image_rows(s, x, E, Wp);
   const float* xp = xpad.const_data_ptr<float>();
   const float* wp = w.const_data_ptr<float>();
   const float* bp = b.defined() ? b.const_data_ptr<float>() : nullptr;
@@ -361,6 +393,7 @@ void direct_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Te
   const float* gp = gyd.const_data_ptr<float>();
   const float* wp = w.const_data_ptr<float>();
   float* gxp = gx.mutable_data_ptr<float>();
+  const bool nhwc = !gx.is_contiguous();  // channels_last gx (C_out == 1, see launch_layout): written in place
   const int64_t tasks = s.N * s.groups * nblk * s.H_in;
   const int64_t work = CB * cog * kk * s.W_in + s.W_in;
   parallel_tasks(tasks, grain(work), [&](int64_t t0, int64_t t1) {
@@ -384,12 +417,14 @@ void direct_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Te
           }
         }
         const StripFn fn = pick_strip(cb, vb);
+        // NCHW gx: channels H_in*W_in apart, lanes contiguous; channels_last: channels contiguous, lanes C_in apart.
         Strip a{src.data(), wr.data(), R, soff.data(), wtap.data(), s.kW, cog * kk, 0, nullptr, nullptr,
-                s.H_in * s.W_in, 1, 0};
-        float* gxrow = gxp + ((n * s.C_in + ci0) * s.H_in + ih) * s.W_in;
+                nhwc ? 1 : s.H_in * s.W_in, nhwc ? s.C_in : 1, 0};
+        float* gxrow = nhwc ? gxp + ((n * s.H_in + ih) * s.W_in) * s.C_in + ci0
+                            : gxp + ((n * s.C_in + ci0) * s.H_in + ih) * s.W_in;
         for (int64_t iw0 = 0; iw0 < s.W_in; iw0 += Lb) {
           a.shift = iw0;
-          a.out = gxrow + iw0;
+          a.out = gxrow + iw0 * a.olane;
           a.count = std::min(Lb, s.W_in - iw0);
           fn(a);
         }
@@ -411,7 +446,10 @@ void direct_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::T
   for (int64_t kw = 0; kw < s.kW; ++kw) soff[kw] = (kw * s.dW % s.sW) * Wd + kw * s.dW / s.sW;
   const auto gyd = deinterleave_columns(s, gy, Wd);
   // The kernel reads whole vectors: rows are padded with zeros to `width`, unless they already are.
-  const at::Tensor xpad = width == s.W_in ? x : padded_rows(x, s.N * s.C_in * s.H_in, s.W_in, 0, width);
+  // A channels_last x (C_out == 1, see launch_layout) is read as it is: each task gathers its channels'
+  // rows, a block at a time, into a small buffer.
+  const bool nhwc = !x.is_contiguous();
+  const at::Tensor xpad = nhwc || width == s.W_in ? x : padded_rows(x, s.N * s.C_in * s.H_in, s.W_in, 0, width);
   const float* gp = gyd.const_data_ptr<float>();
   const float* xp = xpad.const_data_ptr<float>();
   float* gwp = gw.mutable_data_ptr<float>();
@@ -425,6 +463,7 @@ void direct_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::T
   parallel_tasks(tasks, grain(CI * s.N * s.H_in * width * s.kW * s.kH / s.sH + 1), [&](int64_t t0, int64_t t1) {
     std::vector<const float*> xr(row_block), gr(row_block);
     std::vector<float> acc(s.kH * nb * CI * TB * L);
+    std::vector<float> xl(nhwc ? CI * row_block * width : 0);  // [channel][row][width], zeros past W_in
     for (int64_t task = t0; task < t1; ++task) {
       const int64_t col = task % cog, blk = (task / cog) % nblk, g = task / (cog * nblk), co = g * cog + col;
       const int64_t c_begin = g * cig + blk * CI, c_end = g * cig + std::min(cig, (blk + 1) * CI);
@@ -433,23 +472,35 @@ void direct_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::T
         // Accumulators of (kh, tap block b): acc[(kh * nb + b) * cb * TB vectors ...].
         std::fill(acc.begin(), acc.end(), 0.f);
         for (int64_t n = 0; n < s.N; ++n)
-          for (int64_t i0 = 0; i0 < s.H_in; i0 += row_block)
+          for (int64_t i0 = 0; i0 < s.H_in; i0 += row_block) {
+            if (nhwc) {
+              const int64_t i1 = std::min(s.H_in, i0 + row_block);
+              for (int64_t i = i0; i < i1; ++i) {
+                const float* px = xp + ((n * s.H_in + i) * s.W_in) * s.C_in + ci;
+                for (int64_t c = 0; c < cb; ++c) {
+                  float* d = xl.data() + (c * row_block + i - i0) * width;
+                  for (int64_t w = 0; w < s.W_in; ++w) d[w] = px[w * s.C_in + c];
+                  std::fill(d + s.W_in, d + width, 0.f);
+                }
+              }
+            }
             for (int64_t kh = 0; kh < s.kH; ++kh) {
               const Range ih = inputs_for_tap(kh, s.H_in, s.H_out, s.sH, s.pH, s.dH);
               const int64_t lo = std::max(i0, ih.begin), hi = std::min(i0 + row_block, ih.end);
               int64_t R = 0;
               for (int64_t i = lo; i < hi; ++i, ++R) {
-                xr[R] = xp + ((n * s.C_in + ci) * s.H_in + i) * width;
+                xr[R] = nhwc ? xl.data() + (i - i0) * width : xp + ((n * s.C_in + ci) * s.H_in + i) * width;
                 gr[R] = gp + ((n * s.C_out + co) * s.H_out + i * s.sH - s.pH + kh * s.dH) * s.sW * Wd;
               }
               if (R == 0) continue;
               for (int64_t b = 0; b < nb; ++b) {
                 const int64_t tb = std::min(TB, s.kW - b * TB);
-                const DotRows a{xr.data(), gr.data(), R, width, s.H_in * width, soff.data() + b * TB,
-                                acc.data() + (kh * nb + b) * cb * TB * L};
+                const DotRows a{xr.data(), gr.data(), R, width, (nhwc ? row_block : s.H_in) * width,
+                                soff.data() + b * TB, acc.data() + (kh * nb + b) * cb * TB * L};
                 pick_dot(cb, tb)(a);
               }
             }
+          }
         for (int64_t kh = 0; kh < s.kH; ++kh)
           for (int64_t c = 0; c < cb; ++c)
             for (int64_t kw = 0; kw < s.kW; ++kw) {
