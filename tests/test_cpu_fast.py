@@ -232,9 +232,23 @@ def test_bf16_native_gemm_reads_the_images_as_they_are(layout):
     assert _widening_copies(case, layout, "avx2") != []  # the widened path: the probe sees the copies
 
 
+# channels_last on the direct path: x, gy read as they are, y and gx stored NHWC (csrc/cpu/direct.cpp).
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("case", [c for c in GRID + BLOCKS + RANDOM_FEW + RANDOM_BLOCKS
+                                  if _serves("direct", c, torch.float32)], ids=str)
+def test_channels_last_on_direct(case, dtype):
+    with dispatch.forced(path="direct"):
+        x, w, b, gy = case.tensors(dtype, seed=11, layout="channels_last")
+        results = run_ops(x, w, b, gy, case)
+    Reference(x, w, b, gy, **case.params).check_all(results, context=f" [{case} on direct, channels_last]")
+    theirs = torch.nn.functional.conv_transpose2d(x, w, b, **case.params)  # the layout rule: PyTorch's
+    if theirs.numel() > 0:  # an empty batch: PyTorch returns NCHW strides, we keep channels_last (noted)
+        assert results["forward"].stride() == theirs.stride()
+
+
 def test_direct_path_reads_channels_last_x_as_it_is():
-    # C_out == 1 (SR last layers): the direct path builds its padded copy of x straight from NHWC.
-    case = Case("sr_cl", 2, 24, 1, 6, 7, 5, 2, 2, 1)
+    # The direct path builds its padded copy of x straight from NHWC (grad_weight: small row buffers).
+    case = Case("rgb_cl", 2, 24, 3, 6, 7, 5, 2, 2, 1)
     x, w, b, gy = case.tensors(torch.float32, layout="channels_last")
     with dispatch.forced(path="direct"), torch.profiler.profile(record_shapes=True) as prof:
         y = deconv_ext.conv_transpose2d(x, w, b, **case.params)

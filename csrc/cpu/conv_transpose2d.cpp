@@ -128,14 +128,13 @@ void grad_weight_kernel(const ConvT2dShape& s, const scalar_t* gy, const scalar_
 // The copies cost O(input + output) memory traffic against O(K) multiply-adds per output element.
 bool is_half(at::ScalarType t) { return t == at::kHalf || t == at::kBFloat16; }
 
-// channels_last: the gemm path takes NHWC images as they are (gemm_nhwc.cpp, gemm_tiles.cpp); so does the
-// direct path when C_out == 1 (y and gy are then the same in both layouts): it reads x while building its
-// padded copy, and transposes gx once. The others get NCHW.
+// channels_last: the gemm and direct paths take NHWC images as they are (gemm_nhwc.cpp, gemm_tiles.cpp;
+// direct.cpp reads x while building its padded copy or its row buffers, reads gy while deinterleaving it,
+// and stores y and gx with NHWC strides). The generic loops get NCHW.
 c10::MemoryFormat launch_layout(const ConvT2dShape& s, at::ScalarType t, c10::MemoryFormat preferred) {
-  if (preferred != c10::MemoryFormat::ChannelsLast) return c10::MemoryFormat::Contiguous;
-  const cpu::Path p = cpu::choose_path(s, t);
-  return p == cpu::Path::gemm || (p == cpu::Path::direct && s.C_out == 1) ? c10::MemoryFormat::ChannelsLast
-                                                                           : c10::MemoryFormat::Contiguous;
+  return preferred == c10::MemoryFormat::ChannelsLast && cpu::choose_path(s, t) != cpu::Path::generic
+             ? c10::MemoryFormat::ChannelsLast
+             : c10::MemoryFormat::Contiguous;
 }
 at::Tensor widened(const at::Tensor& t) { return t.defined() ? t.to(at::kFloat) : t; }
 

@@ -338,6 +338,7 @@ void direct_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor
   const float* wp = w.const_data_ptr<float>();
   const float* bp = b.defined() ? b.const_data_ptr<float>() : nullptr;
   float* yp = y.mutable_data_ptr<float>();
+  const bool nhwc = !y.is_contiguous();  // channels_last y (see launch_layout): stored in place
 
   const int64_t tasks = s.N * s.groups * s.H_out;
   const int64_t work = cig * cog * kk / (s.sH * s.sW) * s.W_out + s.W_out;
@@ -354,14 +355,17 @@ void direct_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor
           wr[R] = wp + ci * cog * kk + th.tap(j) * s.kW;
         }
       }
-      float* yrow = yp + ((n * s.C_out + g * cog) * s.H_out + oh) * s.W_out;
+      // NCHW y: channels H_out*W_out apart, a row's values 1 apart; channels_last: channels 1, values C_out.
+      const int64_t ocb = nhwc ? 1 : s.H_out * s.W_out, ostep = nhwc ? s.C_out : 1;
+      float* yrow = nhwc ? yp + ((n * s.H_out + oh) * s.W_out) * s.C_out + g * cog
+                         : yp + ((n * s.C_out + g * cog) * s.H_out + oh) * s.W_out;
       for (const Phase& ph : phases) {
         const int64_t rw = &ph - phases.data();
         Strip a{src.data(), wr.data(), R, ph.soff.data(), ph.wtap.data(), static_cast<int64_t>(ph.soff.size()),
-                kk, 0, bp ? bp + g * cog : nullptr, nullptr, s.H_out * s.W_out, s.sW, 0};
+                kk, 0, bp ? bp + g * cog : nullptr, nullptr, ocb, s.sW * ostep, 0};
         for (int64_t m0 = ph.m_lo; m0 <= ph.m_hi; m0 += ph.L) {
           a.shift = m0;
-          a.out = yrow + s.sW * m0 + rw - s.pW;
+          a.out = yrow + (s.sW * m0 + rw - s.pW) * ostep;
           a.count = std::min(ph.L, ph.m_hi - m0 + 1);
           ph.fn(a);
         }
@@ -393,7 +397,7 @@ void direct_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Te
   const float* gp = gyd.const_data_ptr<float>();
   const float* wp = w.const_data_ptr<float>();
   float* gxp = gx.mutable_data_ptr<float>();
-  const bool nhwc = !gx.is_contiguous();  // channels_last gx (C_out == 1, see launch_layout): written in place
+  const bool nhwc = !gx.is_contiguous();  // channels_last gx (see launch_layout): written in place
   const int64_t tasks = s.N * s.groups * nblk * s.H_in;
   const int64_t work = CB * cog * kk * s.W_in + s.W_in;
   parallel_tasks(tasks, grain(work), [&](int64_t t0, int64_t t1) {
@@ -446,7 +450,7 @@ void direct_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::T
   for (int64_t kw = 0; kw < s.kW; ++kw) soff[kw] = (kw * s.dW % s.sW) * Wd + kw * s.dW / s.sW;
   const auto gyd = deinterleave_columns(s, gy, Wd);
   // The kernel reads whole vectors: rows are padded with zeros to `width`, unless they already are.
-  // A channels_last x (C_out == 1, see launch_layout) is read as it is: each task gathers its channels'
+  // A channels_last x (see launch_layout) is read as it is: each task gathers its channels'
   // rows, a block at a time, into a small buffer.
   const bool nhwc = !x.is_contiguous();
   const at::Tensor xpad = nhwc || width == s.W_in ? x : padded_rows(x, s.N * s.C_in * s.H_in, s.W_in, 0, width);

@@ -92,7 +92,7 @@ void direct_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor
 void direct_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx);
 void direct_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw);
 
-// gy (N*C_out*H_out rows of W_out) split into its sW column phases, zero outside the image:
+// gy (N*C_out*H_out rows of W_out; NCHW or channels_last) split into its sW column phases, zero outside the image:
 // out[row][r][j] = gy[row][sW*j + r - pW] for j < Wd (float or double). Then the gy values a tap kw
 // meets along a row of inputs, gy[row][iw*sW - pW + kw*dW], are contiguous: out[row][r][iw + q] with
 // kw*dW = q*sW + r.

@@ -29,20 +29,25 @@ at::Tensor columns_of(const at::Tensor& t, const Chunk& c, int64_t c0, int64_t c
   return t.narrow(0, c.n0, c.images).narrow(1, c0, count).transpose(0, 1).reshape({count, -1});
 }
 
+// gy NCHW, or channels_last (nhwc: a row's values C_out apart).
 template <typename scalar_t>
-void deinterleave_impl(const ConvT2dShape& s, const scalar_t* src, int64_t Wd, scalar_t* dst) {
-  const int64_t rows = s.N * s.C_out * s.H_out;
+void deinterleave_impl(const ConvT2dShape& s, const scalar_t* src, bool nhwc, int64_t Wd, scalar_t* dst) {
+  const int64_t rows = s.N * s.C_out * s.H_out, step = s.sW * (nhwc ? s.C_out : 1);
   parallel_tasks(rows, std::max<int64_t>(1, 16384 / (s.sW * Wd)), [&](int64_t r0, int64_t r1) {
-    for (int64_t row = r0; row < r1; ++row)
+    for (int64_t row = r0; row < r1; ++row) {
+      const int64_t oh = row % s.H_out, co = (row / s.H_out) % s.C_out, n = row / (s.H_out * s.C_out);
+      const scalar_t* base = nhwc ? src + ((n * s.H_out + oh) * s.W_out) * s.C_out + co : src + row * s.W_out;
       for (int64_t r = 0; r < s.sW; ++r) {
         scalar_t* d = dst + (row * s.sW + r) * Wd;
-        const scalar_t* g = src + row * s.W_out + r - s.pW;  // g[sW * j] = gy[row][sW*j + r - pW]
+        // d[j] = gy[row][sW*j + r - pW]
+        const scalar_t* g = base + (r - s.pW) * (nhwc ? s.C_out : 1);
         const int64_t j0 = std::min(Wd, std::max<int64_t>(0, ceil_div(s.pW - r, s.sW)));
         const int64_t j1 = std::max(j0, std::min(Wd, floor_div(s.W_out - 1 + s.pW - r, s.sW) + 1));
         std::fill(d, d + j0, scalar_t(0));
-        for (int64_t j = j0; j < j1; ++j) d[j] = g[s.sW * j];
+        for (int64_t j = j0; j < j1; ++j) d[j] = g[step * j];
         std::fill(d + j1, d + Wd, scalar_t(0));
       }
+    }
   });
 }
 
@@ -156,10 +161,11 @@ bool use_tiles(at::ScalarType t) {
 
 at::Tensor deinterleave_columns(const ConvT2dShape& s, const at::Tensor& gy, int64_t Wd) {
   auto out = at::empty({s.N * s.C_out * s.H_out, s.sW, Wd}, gy.options());
+  const bool nhwc = !gy.is_contiguous();
   if (gy.scalar_type() == at::kDouble)
-    deinterleave_impl<double>(s, gy.const_data_ptr<double>(), Wd, out.mutable_data_ptr<double>());
+    deinterleave_impl<double>(s, gy.const_data_ptr<double>(), nhwc, Wd, out.mutable_data_ptr<double>());
   else
-    deinterleave_impl<float>(s, gy.const_data_ptr<float>(), Wd, out.mutable_data_ptr<float>());
+    deinterleave_impl<float>(s, gy.const_data_ptr<float>(), nhwc, Wd, out.mutable_data_ptr<float>());
   return out;
 }
 
