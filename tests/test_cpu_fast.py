@@ -247,7 +247,8 @@ def test_channels_last_on_direct(case, dtype):
 
 
 def test_direct_path_reads_channels_last_x_as_it_is():
-    # The direct path builds its padded copy of x straight from NHWC (grad_weight: small row buffers).
+    # The direct path builds its padded copy of x straight from NHWC (grad_weight with one output channel:
+    # small row buffers instead): no layout conversion of x.
     case = Case("rgb_cl", 2, 24, 3, 6, 7, 5, 2, 2, 1)
     x, w, b, gy = case.tensors(torch.float32, layout="channels_last")
     with dispatch.forced(path="direct"), torch.profiler.profile(record_shapes=True) as prof:

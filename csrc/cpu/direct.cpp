@@ -450,10 +450,14 @@ void direct_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::T
   for (int64_t kw = 0; kw < s.kW; ++kw) soff[kw] = (kw * s.dW % s.sW) * Wd + kw * s.dW / s.sW;
   const auto gyd = deinterleave_columns(s, gy, Wd);
   // The kernel reads whole vectors: rows are padded with zeros to `width`, unless they already are.
-  // A channels_last x (see launch_layout) is read as it is: each task gathers its channels'
-  // rows, a block at a time, into a small buffer.
-  const bool nhwc = !x.is_contiguous();
-  const at::Tensor xpad = nhwc || width == s.W_in ? x : padded_rows(x, s.N * s.C_in * s.H_in, s.W_in, 0, width);
+  // A channels_last x (see launch_layout) is read as it is: with one output channel per group, each task
+  // gathers its channels' rows, a block at a time, into a small buffer; with more (every channel block is
+  // then read by cog tasks), one transposed padded copy is made first.
+  const bool nhwc = !x.is_contiguous() && cog == 1;
+  const at::Tensor xpad = nhwc ? x
+                          : !x.is_contiguous() ? padded_image_rows(s, x, 0, width)
+                          : width == s.W_in ? x
+                                            : padded_rows(x, s.N * s.C_in * s.H_in, s.W_in, 0, width);
   const float* gp = gyd.const_data_ptr<float>();
   const float* xp = xpad.const_data_ptr<float>();
   float* gwp = gw.mutable_data_ptr<float>();
