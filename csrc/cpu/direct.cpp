@@ -14,6 +14,9 @@
 //                vectorised along iw and summed across lanes in a fixed order.
 // Extra memory: a zero-padded copy of the whole input (forward, and grad_weight when its rows are not
 // whole vectors) and the deinterleaved gy (output-sized, backward).
+// channels_last (NHWC) images: the padded copy and the deinterleaved gy are built from them directly,
+// grad_weight with one output channel gathers its rows into small per-task buffers instead of the
+// padded copy, and y / gx are stored with NHWC strides by the strip kernel.
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 

@@ -5,7 +5,9 @@
 //     super-resolution last layers, RGB outputs, depthwise), forward and backward, any number of input
 //     channels. Register-blocked strips of outputs along W, one phase (ow + pW) mod sW at a time, so the
 //     inputs of a strip are contiguous; vectorised with GCC vector extensions, AVX-512 (16 lanes) / AVX2 /
-//     baseline (8 lanes) variants picked at run time (cpu_isa()).
+//     baseline (8 lanes) variants picked at run time (cpu_isa()). channels_last images are read (x while
+//     building the padded copy or row buffers, gy while deinterleaving) and written (y, gx: strip stores
+//     with NHWC strides) as they are.
 //   gemm: float32/float64, any channel counts (the natural choice past the direct path): the GEMM
 //     formulation, forward Z = W^T X then col2im, grad_input = W im2col(gy), grad_weight = X im2col(gy)^T.
 //     float32 (and native bfloat16) run it tiled (gemm_tiles.cpp): oneDNN's BRGEMM micro-kernel, exported
@@ -24,9 +26,9 @@
 // (a path that cannot serve the call is not taken: direct needs C_out/groups <= kDirectMaxCout and not
 // float64; the query deconv_ext::_cpu_path says which path a call takes), DECONV_EXT_CPU_ISA=auto|avx512|avx2|baseline (capped at what the CPU has).
 //
-// All arguments are contiguous NCHW tensors of the kernel's dtype (channels_last NHWC images for the
-// gemm_nhwc_* kernels, which the entry layer passes when an operand is channels_last and the call takes
-// the gemm path: Launchers::layout); results are written in full
+// All arguments are contiguous NCHW tensors of the kernel's dtype, or channels_last NHWC images, which the
+// entry layer passes when an operand is channels_last and the call takes the direct or gemm path
+// (Launchers::layout); results are written in full
 // (nothing has to be pre-initialised). Each output element is reduced by one thread in a fixed order,
 // so results are bitwise identical run to run. The direct and generic paths and the tiled gemm kernels
 // also give the same bits for any thread count; at::mm (the float64 gemm route) may block its sums
