@@ -3,6 +3,7 @@
 
 #include <ATen/ops/empty.h>
 #include <c10/core/DeviceGuard.h>
+#include <c10/core/SymBool.h>
 #include <c10/core/SymNodeImpl.h>
 #include <c10/util/Exception.h>
 
@@ -169,6 +170,9 @@ std::vector<c10::SymInt> check_grad_bias(const at::Tensor& grad_output) {
 }
 
 c10::MemoryFormat result_memory_format(const at::Tensor& a, const at::Tensor& b) {
+  // An empty batch: PyTorch returns NCHW. (Under torch.compile's symbolic sizes a size is assumed non-zero
+  // unless it is known to be zero, as PyTorch's own size-oblivious checks do.)
+  if (TORCH_GUARD_SIZE_OBLIVIOUS(a.sym_numel().sym_eq(0))) return c10::MemoryFormat::Contiguous;
   const bool cl = a.suggest_memory_format() == c10::MemoryFormat::ChannelsLast ||
                   b.suggest_memory_format() == c10::MemoryFormat::ChannelsLast;
   return cl ? c10::MemoryFormat::ChannelsLast : c10::MemoryFormat::Contiguous;

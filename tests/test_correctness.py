@@ -50,6 +50,19 @@ def test_unbatched(device):
     assert out.shape == ref.shape and out.dim() == 3
 
 
+@pytest.mark.parametrize("layout", ["channels_last_input", "channels_last_weight"])
+def test_batch_zero_layout_is_pytorchs(layout):
+    # PyTorch's forward returns NCHW for an empty batch whatever the operands' layouts (checked on the CPU).
+    # (Its empty grad_input takes the input's layout, which our grad_input op cannot see: not compared.)
+    x, w, b = make_case(0, 3, 2, 5, 4, 3, dtype=torch.float32, device="cpu")
+    if layout == "channels_last_input":
+        x = x.contiguous(memory_format=torch.channels_last)
+    else:
+        w = w.contiguous(memory_format=torch.channels_last)
+    ours, theirs = deconv_ext.conv_transpose2d(x, w, b, stride=2), F.conv_transpose2d(x, w, b, stride=2)
+    assert ours.stride() == theirs.stride()
+
+
 def test_batch_zero(device):
     x, w, b = make_case(0, 3, 2, 5, 4, 3, dtype=torch.float64, device=device)
     x.requires_grad_(True)
