@@ -24,8 +24,24 @@ def collect():
         "build": build,
         "runtime": {"torch_version": torch.__version__, "cuda_version": torch.version.cuda,
                     "cuda_available": torch.cuda.is_available(), "python": platform.python_version()},
+        "cpu": _cpu(),
         "devices": devices,
     }
+
+
+def _cpu():
+    """How the CPU kernels run here: the direct path's vector ISA (DECONV_EXT_CPU_ISA applied) and those the CPU
+    has (best first), and whether bfloat16 GEMMs run natively on AVX512-BF16 or on widened float32 operands
+    (csrc/cpu/fast_paths.h)."""
+    from . import dispatch
+
+    meta = dict(device="meta")
+    with dispatch.forced(path="auto"):  # the paths' own rule, whatever DECONV_EXT_CPU_PATH forces
+        direct = dispatch.cpu_path(torch.empty(1, 4, 2, 2, **meta), torch.empty(4, 1, 3, 3, **meta))  # direct:<isa>
+        bf16 = dispatch.cpu_path(torch.empty(1, 16, 2, 2, dtype=torch.bfloat16, **meta),
+                                 torch.empty(16, 16, 3, 3, dtype=torch.bfloat16, **meta))
+    return {"isa": direct.split(":")[-1], "isas": list(reversed(dispatch.cpu_isas())),
+            "bf16_gemm": "native (AVX512-BF16)" if bf16.endswith("avx512_bf16") else "widened to float32"}
 
 
 def _abi3_floor(build):
@@ -63,6 +79,9 @@ def run(args):
     print(f"  CUDA archs:   {_archs(build)}")
     print(f"  running with: torch {rt['torch_version']}, CUDA {rt['cuda_version'] or 'none'}, "
           f"Python {rt['python']}")
+    cpu = facts["cpu"]
+    print(f"  CPU kernels:  direct path {cpu['isa']} (available: {', '.join(cpu['isas'])}); "
+          f"bfloat16 GEMMs {cpu['bf16_gemm']}")
     if not facts["devices"]:
         print("  GPUs:         none visible" if rt["cuda_version"] else "  GPUs:         none (CPU-only torch)")
     for d in facts["devices"]:

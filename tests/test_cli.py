@@ -2,6 +2,7 @@
 job), keeps going through a folder past broken files, never leaves a partial output, shows progress only on a
 terminal, and works without the super-resolution extra for everything but `sr`. Run through the entry point
 (deconv_ext.cli.main in this process; a subprocess where the process itself matters); images are tiny."""
+import json
 import os
 import subprocess
 import sys
@@ -255,6 +256,17 @@ def test_bench_unwritable_json_and_unexpected_errors(capsys, monkeypatch):
     status, _, err = _run(capsys, "info")
     line = _one_error_line(err)
     assert status == 1 and "unexpected ZeroDivisionError" in line and "--debug" in line
+
+
+def test_info_reports_the_cpu_kernels(capsys, monkeypatch):
+    from deconv_ext import dispatch
+
+    status, out, _ = _run(capsys, "info", "--json")
+    cpu = json.loads(out)["cpu"]
+    assert status == 0 and cpu["isa"] == dispatch.cpu_isas()[-1] and cpu["isas"] == dispatch.cpu_isas()[::-1]
+    monkeypatch.setenv("DECONV_EXT_CPU_ISA", "baseline")  # a cap below avx512: bfloat16 is widened
+    status, out, _ = _run(capsys, "info")
+    assert status == 0 and "CPU kernels:  direct path baseline" in out and "bfloat16 GEMMs widened to float32" in out
 
 
 # ---- eval --------------------------------------------------------------------------------------------

@@ -264,6 +264,7 @@ def test_cpu_wheel_runs_in_fresh_venv(venv):
     assert f"deconv_ext {_build.full_version(torch.__version__, None)}" in info
     assert f"torch {torch.__version__}" in info
     assert "none (CPU-only build)" in info
+    assert "CPU kernels:  direct path" in info
 
 
 @pytest.mark.wheel
