@@ -110,20 +110,6 @@ void gemm_nhwc_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Ten
 void gemm_nhwc_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx);
 void gemm_nhwc_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw);
 
-// The W_in values of row r = (col*kH + kh)*kW + kw of the im2col matrix C of group g for input row (n, ih):
-// gy[n, g*cog + col, ih*sH - pH + kh*dH, iw*sW - pW + kw*dW] for iw = 0 .. W_in-1, a contiguous run of
-// the deinterleaved gy (deinterleave_columns, rows of Wd), or nullptr where the tap row falls outside the
-// output (zeros).
-template <typename scalar_t>
-inline const scalar_t* im2col_source(const ConvT2dShape& s, const scalar_t* gyd, int64_t Wd, int64_t g, int64_t r,
-                                     int64_t n, int64_t ih) {
-  const int64_t cog = s.cout_per_group(), kk = s.kH * s.kW;
-  const int64_t kw = r % s.kW, kh = (r / s.kW) % s.kH, co = g * cog + r / kk;
-  const int64_t oh = ih * s.sH - s.pH + kh * s.dH;
-  if (oh < 0 || oh >= s.H_out) return nullptr;
-  return gyd + (((n * s.C_out + co) * s.H_out + oh) * s.sW + kw * s.dW % s.sW) * Wd + kw * s.dW / s.sW;
-}
-
 // The tiled gemm path (gemm_tiles.cpp), with no column buffer, on oneDNN's micro-kernel: x, w, gy float32,
 // or bfloat16 when bf16_gemm_available() (AVX512-BF16); y, gx, gw float32, b float32 or undefined.
 // NCHW images (tiled_*) and channels_last ones (tiled_nhwc_*: x, y, gy, gx NHWC-contiguous).

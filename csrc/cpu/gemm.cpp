@@ -51,16 +51,29 @@ void deinterleave_impl(const ConvT2dShape& s, const scalar_t* src, bool nhwc, in
   });
 }
 
-// C[(col*kH + kh)*kW + kw, column] = gy[n, g*cog + col, ih*sH - pH + kh*dH, iw*sW - pW + kw*dW] or 0,
-// copied row by row from the deinterleaved gy (so every copy is contiguous). Written as a (taps x columns)
-// C as a (taps x columns) matrix, rows `row_stride` apart (the columns beyond the chunk's are left alone).
+// The W_in values of row r = (col*kH + kh)*kW + kw of C (below) for input row (n, ih): a contiguous run of
+// the deinterleaved gy, or nullptr where the tap row falls outside the output (zeros).
 template <typename scalar_t>
-void im2col_rows(const ConvT2dShape& s, const scalar_t* src, int64_t Wd, int64_t g, const Chunk& c, scalar_t* dst,
-                 int64_t row_stride) {
+const scalar_t* im2col_source(const ConvT2dShape& s, const scalar_t* gyd, int64_t Wd, int64_t g, int64_t r,
+                              int64_t n, int64_t ih) {
+  const int64_t cog = s.cout_per_group(), kk = s.kH * s.kW;
+  const int64_t kw = r % s.kW, kh = (r / s.kW) % s.kH, co = g * cog + r / kk;
+  const int64_t oh = ih * s.sH - s.pH + kh * s.dH;
+  if (oh < 0 || oh >= s.H_out) return nullptr;
+  return gyd + (((n * s.C_out + co) * s.H_out + oh) * s.sW + kw * s.dW % s.sW) * Wd + kw * s.dW / s.sW;
+}
+
+// C[(col*kH + kh)*kW + kw, column] = gy[n, g*cog + col, ih*sH - pH + kh*dH, iw*sW - pW + kw*dW] or 0,
+// copied row by row from the deinterleaved gy (so every copy is contiguous).
+template <typename scalar_t>
+at::Tensor im2col(const ConvT2dShape& s, const at::Tensor& gyd, int64_t Wd, int64_t g, const Chunk& c) {
   const int64_t taps = s.cout_per_group() * s.kH * s.kW, cols = c.columns(s);
+  auto buf = at::empty({taps, cols}, gyd.options());
+  const scalar_t* src = gyd.const_data_ptr<scalar_t>();
+  scalar_t* dst = buf.mutable_data_ptr<scalar_t>();
   at::parallel_for(0, taps, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, cols)), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
-      scalar_t* d = dst + r * row_stride;
+      scalar_t* d = dst + r * cols;
       for (int64_t n = c.n0; n < c.n0 + c.images; ++n)
         for (int64_t ih = c.ih0; ih < c.ih0 + c.rows; ++ih, d += s.W_in) {
           const scalar_t* row = im2col_source(s, src, Wd, g, r, n, ih);
@@ -69,13 +82,6 @@ void im2col_rows(const ConvT2dShape& s, const scalar_t* src, int64_t Wd, int64_t
         }
     }
   });
-}
-
-template <typename scalar_t>
-at::Tensor im2col(const ConvT2dShape& s, const at::Tensor& gyd, int64_t Wd, int64_t g, const Chunk& c) {
-  const int64_t cols = c.columns(s);
-  auto buf = at::empty({s.cout_per_group() * s.kH * s.kW, cols}, gyd.options());
-  im2col_rows<scalar_t>(s, gyd.const_data_ptr<scalar_t>(), Wd, g, c, buf.mutable_data_ptr<scalar_t>(), cols);
   return buf;
 }
 
@@ -170,8 +176,8 @@ at::Tensor deinterleave_columns(const ConvT2dShape& s, const at::Tensor& gy, int
 }
 
 void gemm_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, const at::Tensor& y) {
-  if (use_tiles(x.scalar_type())) return tiled_forward(s, x, w, b, y);
   if (x.scalar_type() == at::kDouble) return forward_impl<double>(s, x, w, b, y);
+  if (use_tiles(x.scalar_type())) return tiled_forward(s, x, w, b, y);
   forward_impl<float>(s, x, w, b, y);
 }
 void gemm_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx) {

@@ -145,8 +145,8 @@ void grad_weight_impl(const ConvT2dShape& s, const at::Tensor& gy, const at::Ten
 
 void gemm_nhwc_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
                        const at::Tensor& y) {
+  if (x.scalar_type() == at::kDouble) return forward_impl<double>(s, x, w, b, y);
   if (use_tiles(x.scalar_type())) return tiled_nhwc_forward(s, x, w, b, y);
-  if (y.scalar_type() == at::kDouble) return forward_impl<double>(s, x, w, b, y);
   forward_impl<float>(s, x, w, b, y);
 }
 void gemm_nhwc_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx) {

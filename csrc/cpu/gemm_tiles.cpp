@@ -28,7 +28,6 @@
 #include <ATen/ops/zeros.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <type_traits>
 #include <vector>
@@ -241,51 +240,34 @@ struct TapRows {
     else for (int64_t i = a; i < b; ++i) d[i - iw0] = src[i * s.sW];
     std::fill(d + (b - iw0), d + (iw1 - iw0), T(0.f));
   }
-  // Rows r and r + 1 into d0 and d1 (as gather) when they are taps kw and kw + 1 of one gy row and sW == 2,
-  // dW == 1: one pass over the gy run, even values to d0, odd ones to d1. False otherwise.
+  // Rows r and r + 1 in one pass over gy when they are taps kw and kw + 1 of one gy row and sW == 2, dW == 1
+  // (DCGAN, U-Net): at input pixel i they read gy[..., 2i + ow0] and its right neighbour. Pixel i of row r
+  // goes to d[(i - iw0) * step], of row r + 1 to d[(i - iw0) * step + other]: step 2, other 1 interleaves
+  // them (then away from the borders it is a straight copy of gy), step 1, other = a row stride writes two
+  // rows. False (nothing written) for other rows.
   template <typename T>
-  bool gather_two(const T* gy, int64_t r, int64_t n, int64_t ih, int64_t iw0, int64_t iw1, T* d0, T* d1) const {
+  bool gather_pair(const T* gy, int64_t r, int64_t n, int64_t ih, int64_t iw0, int64_t iw1, T* d, int64_t other,
+                   int64_t step) const {
     if (s.sW != 2 || s.dW != 1 || r + 1 >= int64_t(rows.size()) || (r % s.kW) + 1 >= s.kW) return false;
     const Row &w0 = rows[r], &w1 = rows[r + 1];
     const int64_t oh = ih * s.sH + w0.oh0;
-    if (oh < 0 || oh >= s.H_out) {
-      std::fill(d0, d0 + (iw1 - iw0), T(0.f));
-      std::fill(d1, d1 + (iw1 - iw0), T(0.f));
-      return true;
-    }
-    const T* src = gy + (n * s.C_out * s.H_out + w0.plane + oh) * s.W_out + w0.ow0;  // src[2i + 1]: row r + 1
-    const int64_t a = std::clamp(std::max(w0.ib, w1.ib), iw0, iw1), b = std::clamp(std::min(w0.ie, w1.ie), a, iw1);
+    const bool inside = oh >= 0 && oh < s.H_out;
+    // src[2i + 1]: row r + 1 (only read inside the image)
+    const T* src = inside ? gy + (n * s.C_out * s.H_out + w0.plane + oh) * s.W_out + w0.ow0 : gy;
     auto edge = [&](int64_t i) {
-      d0[i - iw0] = i >= w0.ib && i < w0.ie ? src[2 * i] : T(0.f);
-      d1[i - iw0] = i >= w1.ib && i < w1.ie ? src[2 * i + 1] : T(0.f);
+      d[(i - iw0) * step] = inside && i >= w0.ib && i < w0.ie ? src[2 * i] : T(0.f);
+      d[(i - iw0) * step + other] = inside && i >= w1.ib && i < w1.ie ? src[2 * i + 1] : T(0.f);
     };
+    // [a, b): both rows inside the image.
+    const int64_t a = inside ? std::clamp(std::max(w0.ib, w1.ib), iw0, iw1) : iw1;
+    const int64_t b = inside ? std::clamp(std::min(w0.ie, w1.ie), a, iw1) : iw1;
     for (int64_t i = iw0; i < a; ++i) edge(i);
-    T* e0 = d0 - iw0;
-    T* e1 = d1 - iw0;
-    for (int64_t i = a; i < b; ++i) e0[i] = src[2 * i], e1[i] = src[2 * i + 1];
-    for (int64_t i = b; i < iw1; ++i) edge(i);
-    return true;
-  }
-  // Rows r and r + 1 interleaved (d[2(i - iw0)], d[2(i - iw0) + 1]) when they are taps kw and kw + 1 of one
-  // gy row and sW == 2, dW == 1 (DCGAN, U-Net): the pair at input pixel i is gy[..., 2i + ow0 + {0, 1}],
-  // two neighbours, so the packed row is a straight copy of gy away from the borders. False otherwise.
-  template <typename T>
-  bool gather_neighbours(const T* gy, int64_t r, int64_t n, int64_t ih, int64_t iw0, int64_t iw1, T* d) const {
-    if (s.sW != 2 || s.dW != 1 || r + 1 >= int64_t(rows.size()) || (r % s.kW) + 1 >= s.kW) return false;
-    const Row &w0 = rows[r], &w1 = rows[r + 1];
-    const int64_t oh = ih * s.sH + w0.oh0;
-    if (oh < 0 || oh >= s.H_out) {
-      std::fill(d, d + 2 * (iw1 - iw0), T(0.f));
-      return true;
+    if (step == 2 && other == 1) {
+      std::copy(src + 2 * a, src + 2 * b, d + 2 * (a - iw0));
+    } else {
+      T* e = d - iw0 * step;
+      for (int64_t i = a; i < b; ++i) e[i * step] = src[2 * i], e[i * step + other] = src[2 * i + 1];
     }
-    const T* src = gy + (n * s.C_out * s.H_out + w0.plane + oh) * s.W_out + w0.ow0;  // src[2i + 1]: row r + 1
-    const int64_t a = std::clamp(std::max(w0.ib, w1.ib), iw0, iw1), b = std::clamp(std::min(w0.ie, w1.ie), a, iw1);
-    auto edge = [&](int64_t i) {
-      d[2 * (i - iw0)] = i >= w0.ib && i < w0.ie ? src[2 * i] : T(0.f);
-      d[2 * (i - iw0) + 1] = i >= w1.ib && i < w1.ie ? src[2 * i + 1] : T(0.f);
-    };
-    for (int64_t i = iw0; i < a; ++i) edge(i);
-    std::copy(src + 2 * a, src + 2 * b, d + 2 * (a - iw0));
     for (int64_t i = b; i < iw1; ++i) edge(i);
     return true;
   }
@@ -394,7 +376,7 @@ void tiled_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Ten
               if constexpr (kRows<T> == 1) {
                 tr.gather(src, r, n, ih, iw0, iw1, d + j);
               } else {  // rows r and r + 1 (a zero row past the last tap), interleaved
-                if (tr.gather_neighbours(src, r, n, ih, iw0, iw1, d + 2 * j)) return;
+                if (tr.gather_pair(src, r, n, ih, iw0, iw1, d + 2 * j, 1, 2)) return;
                 const int64_t len = iw1 - iw0;
                 if (r < taps) tr.gather(src, r, n, ih, iw0, iw1, pair.data());
                 else std::fill(pair.begin(), pair.begin() + len, T(0.f));
@@ -438,7 +420,7 @@ void tiled_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Te
               T* d = tile.data() + r * KB;
               bool both = false;  // rows r and r + 1 in one pass
               for_each_run(s, j0, kb, [&](int64_t ih, int64_t iw0, int64_t iw1, int64_t j) {
-                if (r + 1 < mb && tr.gather_two(src, r0 + r, n, ih, iw0, iw1, d + j, d + KB + j)) both = true;
+                if (r + 1 < mb && tr.gather_pair(src, r0 + r, n, ih, iw0, iw1, d + j, KB, 1)) both = true;
                 else tr.gather(src, r0 + r, n, ih, iw0, iw1, d + j);
               });
               if (kbp > kb) d[kb] = T(0.f);
