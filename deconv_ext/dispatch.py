@@ -9,6 +9,8 @@ the ISA after the colon), "gemm" (float32/float64), "generic" (every dtype). All
 configuration take the same path. A forced path that cannot serve a call (direct for float64, gemm for
 bfloat16, direct with many output channels) is not taken; cpu_path() tells what is. The environment
 variables DECONV_EXT_CPU_PATH and DECONV_EXT_CPU_ISA do the same as forced() for a whole process.
+The gemm path's forward has two formulations (GEMM + col2im "scatter", or one GEMM per output "phase"),
+picked by channel counts; forced(gemm_forward=...) or DECONV_EXT_CPU_GEMM_FORWARD forces one.
 
 CUDA (builds with CUDA kernels): cuda_path() names the path, DECONV_EXT_CUDA_PATH (or forced(cuda_path=...))
 forces one: "gemm" (tensor cores: float16, bfloat16, float32 as TF32 when torch.backends.cudnn.allow_tf32 is
@@ -23,12 +25,14 @@ import torch
 from . import _ops  # noqa: F401  (loads the library)
 from .functional import _int, _pair
 
-__all__ = ["CPU_PATHS", "CPU_ISAS", "CUDA_PATHS", "cpu_path", "cpu_isas", "cuda_path", "forced"]
+__all__ = ["CPU_PATHS", "CPU_ISAS", "CUDA_PATHS", "GEMM_FORWARDS", "cpu_path", "cpu_isas", "cuda_path", "forced"]
 
 CPU_PATHS = ("generic", "direct", "gemm")
 CPU_ISAS = ("baseline", "avx2", "avx512")
 CUDA_PATHS = ("simt", "gemm", "subpixel")
-_ENV = {"path": "DECONV_EXT_CPU_PATH", "isa": "DECONV_EXT_CPU_ISA", "cuda_path": "DECONV_EXT_CUDA_PATH"}
+GEMM_FORWARDS = ("scatter", "phase")
+_ENV = {"path": "DECONV_EXT_CPU_PATH", "isa": "DECONV_EXT_CPU_ISA", "cuda_path": "DECONV_EXT_CUDA_PATH",
+        "gemm_forward": "DECONV_EXT_CPU_GEMM_FORWARD"}
 
 
 def _args(input, weight, stride, padding, output_padding, groups, dilation):
@@ -61,19 +65,22 @@ def cpu_isas():
 
 
 @contextlib.contextmanager
-def forced(path=None, isa=None, cuda_path=None):
+def forced(path=None, isa=None, cuda_path=None, gemm_forward=None):
     """Within the block, CPU calls take `path` (one of CPU_PATHS, or "auto") where it can serve them, and
-    the direct kernels use `isa` (one of CPU_ISAS, or "auto"; capped at what the CPU has); CUDA calls take
-    `cuda_path` (one of CUDA_PATHS or "auto"). Not thread-safe: it sets the process environment."""
+    the direct kernels use `isa` (one of CPU_ISAS, or "auto"; capped at what the CPU has); the gemm path's
+    tiled forward runs as `gemm_forward` (one of GEMM_FORWARDS, or "auto"); CUDA calls take `cuda_path`
+    (one of CUDA_PATHS or "auto"). Not thread-safe: it sets the process environment."""
     if path is not None and path not in CPU_PATHS + ("auto",):
         raise ValueError(f"forced: expected path to be one of {CPU_PATHS + ('auto',)}, got {path!r}")
     if isa is not None and isa not in CPU_ISAS + ("auto",):
         raise ValueError(f"forced: expected isa to be one of {CPU_ISAS + ('auto',)}, got {isa!r}")
     if cuda_path is not None and cuda_path not in CUDA_PATHS + ("auto",):
         raise ValueError(f"forced: expected cuda_path to be one of {CUDA_PATHS + ('auto',)}, got {cuda_path!r}")
+    if gemm_forward is not None and gemm_forward not in GEMM_FORWARDS + ("auto",):
+        raise ValueError(f"forced: expected gemm_forward to be one of {GEMM_FORWARDS + ('auto',)}, got {gemm_forward!r}")
     saved = {k: os.environ.get(v) for k, v in _ENV.items()}
     try:
-        for key, value in (("path", path), ("isa", isa), ("cuda_path", cuda_path)):
+        for key, value in (("path", path), ("isa", isa), ("cuda_path", cuda_path), ("gemm_forward", gemm_forward)):
             if value is not None:
                 os.environ[_ENV[key]] = value
         yield

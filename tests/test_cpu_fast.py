@@ -186,6 +186,46 @@ def test_gemm_routes(case, dtype, cap, layout):
     assert taken == ("gemm:avx512_bf16" if native else "gemm")
 
 
+# The tiled forward's two formulations (GEMM + col2im scatter; one GEMM per output phase, x gathered
+# shifted or read in place, y stored once), each forced, on both layouts and both tiled dtypes; the shapes
+# add phases without taps (stride > kernel), stride 1 with x read in place, whole-row phases (k2s2), groups.
+PHASE_CASES = BF16_CASES + [
+    Case("k2s2_rows", 2, 16, 24, 8, 8, 2, 2),                  # every tap's block lies inside x: read in place
+    Case("k3s1_wide", 2, 16, 24, 9, 7, 3, 1, 1),
+    Case("k1", 1, 17, 20, 6, 5, 1),
+    Case("k4s2_groups", 1, 32, 40, 12, 12, 4, 2, 1, groups=2),
+    Case("k2s3_gaps", 2, 12, 20, 5, 6, 2, 3, (0, 1), (2, 1)),  # phases no tap reaches: bias only
+    Case("k3s1_dilated_pad", 2, 15, 33, 10, 11, 3, 1, 2, dilation=2),
+    Case("big_tiles", 1, 8, 16, 40, 40, 3, 2, 1, 1),            # a phase larger than one block of pixels
+]
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("forward", ["scatter", "phase"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("case", PHASE_CASES + GRID + RANDOM_MANY, ids=str)
+def test_gemm_forward_formulations(case, dtype, forward, layout):
+    x, w, b, gy = case.tensors(dtype, seed=11, layout=layout)
+    with dispatch.forced(path="gemm", gemm_forward=forward):
+        y = torch.ops.deconv_ext.conv_transpose2d(x, w, b, *case.op_args)
+    Reference(x, w, b, gy, **case.params).check("forward", y, context=f" [{case}, {forward}]")
+
+
+def test_gemm_forward_formulations_agree_bitwise_across_threads():
+    case = PHASE_CASES[-1]
+    x, w, b, gy = case.tensors(torch.float32, seed=12)
+    threads = torch.get_num_threads()
+    try:
+        with dispatch.forced(path="gemm", gemm_forward="phase"):
+            torch.set_num_threads(1)
+            one = deconv_ext.conv_transpose2d(x, w, b, **case.params)
+            torch.set_num_threads(2)
+            two = deconv_ext.conv_transpose2d(x, w, b, **case.params)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, two)
+
+
 # With oneDNN switched off (torch.backends.mkldnn), bfloat16 is widened and float32's micro-kernel calls take
 # PyTorch's plain GEMM fallback: still correct.
 @pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")  # torch's, from mkldnn.flags()
@@ -290,8 +330,16 @@ def test_forcing_rejects_unknown_values(monkeypatch):
     monkeypatch.setenv("DECONV_EXT_CPU_ISA", "sse2")
     with pytest.raises(RuntimeError, match="DECONV_EXT_CPU_ISA: expected one of auto, avx512, avx2, baseline"):
         torch.ops.deconv_ext.conv_transpose2d(x, w, None, [1, 1], [0, 0], [0, 0], 1, [1, 1])
+    monkeypatch.setenv("DECONV_EXT_CPU_ISA", "auto")
+    monkeypatch.setenv("DECONV_EXT_CPU_GEMM_FORWARD", "gather")
+    x8, w8 = torch.randn(1, 8, 3, 3), torch.randn(8, 8, 3, 3)  # 8 output channels: the gemm path
+    with pytest.raises(RuntimeError, match="DECONV_EXT_CPU_GEMM_FORWARD: expected one of auto, phase, scatter"):
+        torch.ops.deconv_ext.conv_transpose2d(x8, w8, None, [1, 1], [0, 0], [0, 0], 1, [1, 1])
     with pytest.raises(ValueError, match="expected path to be one of"):
         with dispatch.forced(path="fast"):
+            pass
+    with pytest.raises(ValueError, match="expected gemm_forward to be one of"):
+        with dispatch.forced(gemm_forward="gather"):
             pass
 
 

@@ -12,7 +12,9 @@
 //     formulation, forward Z = W^T X then col2im, grad_input = W im2col(gy), grad_weight = X im2col(gy)^T.
 //     float32 (and native bfloat16) run it tiled (gemm_tiles.cpp): oneDNN's BRGEMM micro-kernel, exported
 //     by PyTorch, on tiles that are gathered (im2col) or scattered (col2im) next to each call, in cache,
-//     with no column buffer. float64, and float32 with the ISA capped at baseline, take one at::mm per
+//     with no column buffer; the tiled forward runs by output phase instead (one GEMM per phase and tap on
+//     x gathered shifted, y stored once: no col2im) when C_out is not below C_in (forward_by_phase).
+//     float64, and float32 with the ISA capped at baseline, take one at::mm per
 //     chunk of input rows plus a col2im/im2col pass (gemm.cpp; chunks keep the column buffer near 1M
 //     elements). channels_last images take the same formulation with pixels as rows, no layout
 //     conversion (tiled_nhwc_* in gemm_tiles.cpp, or gemm_nhwc.cpp).
@@ -24,7 +26,8 @@
 //
 // Forcing, for tests and diagnosis (read at every call): DECONV_EXT_CPU_PATH=auto|generic|direct|gemm
 // (a path that cannot serve the call is not taken: direct needs C_out/groups <= kDirectMaxCout and not
-// float64; the query deconv_ext::_cpu_path says which path a call takes), DECONV_EXT_CPU_ISA=auto|avx512|avx2|baseline (capped at what the CPU has).
+// float64; the query deconv_ext::_cpu_path says which path a call takes), DECONV_EXT_CPU_ISA=auto|avx512|avx2|baseline (capped at what the CPU has),
+// DECONV_EXT_CPU_GEMM_FORWARD=auto|phase|scatter (the tiled gemm forward's formulation, forward_by_phase).
 //
 // All arguments are contiguous NCHW tensors of the kernel's dtype, or channels_last NHWC images, which the
 // entry layer passes when an operand is channels_last and the call takes the direct or gemm path
@@ -125,6 +128,9 @@ void tiled_nhwc_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const a
 // Whether the gemm path runs the tiled kernels for this dtype: float32 unless DECONV_EXT_CPU_ISA caps the
 // ISA at baseline (then at::mm, as for float64); bfloat16 when bf16_gemm_available().
 bool use_tiles(at::ScalarType t);
+// Whether the tiled forward runs by output phase (one GEMM per phase and tap on x gathered shifted, y stored
+// once) rather than as GEMM + col2im scatter; DECONV_EXT_CPU_GEMM_FORWARD=auto|phase|scatter forces it.
+bool forward_by_phase(const ConvT2dShape& s, bool nhwc);
 
 // Input pixels in chunks, for the gemm paths' column buffers (gemm.cpp, gemm_nhwc.cpp): either `images`
 // whole images (rows == H_in) or `rows` rows of one image.

@@ -5,6 +5,7 @@
 // 1. Tiled NCHW kernels (tiled_forward / tiled_grad_input / tiled_grad_weight, float32 and bfloat16): the
 //    formulation of gemm.cpp without its column buffers (see the section below).
 // 2. The same on channels_last images (tiled_nhwc_*), pixels being the GEMM rows as in gemm_nhwc.cpp.
+// 3. The forward by output phase (phase_forward, phase_nhwc_forward): no col2im, chosen by forward_by_phase.
 //
 // bfloat16: the CPU's AVX512-BF16 dot products. Every product of two bfloat16 values is exact in float32 and
 // the sums are float32, so this is the numerical contract of the widened float32 path (float accumulation,
@@ -28,6 +29,9 @@
 #include <ATen/ops/zeros.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <string>
 #include <cstdint>
 #include <type_traits>
 #include <vector>
@@ -600,10 +604,263 @@ void tiled_nhwc_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const a
   }
 }
 
+
+// ---- forward by output phase (NCHW and channels_last) -----------------------------------------------------
+// The forward as one GEMM per output phase instead of a GEMM and a col2im scatter: the outputs
+// o = s*q + r - p of phase r (per dimension) are reached only by the taps k with k*d = r (mod s), from
+// input i = q - e_k, e_k = (k*d - r) / s. So, per phase, y[n, co, q, v] = sum over the phase's taps and
+// ci of W[ci, co, kh, kw] x[n, ci, q - e_kh, v - e_kw]: for every tap a GEMM whose B (NCHW: ci x pixels;
+// channels_last: pixels x ci as A) is x shifted by (e_kh, e_kw) -- gathered per tile, zero outside the
+// image -- summed in the tile in a fixed tap order and stored once (each output element belongs to one
+// phase). Tasks: (image, phase, block of the phase's pixels).
+struct PhaseDim {
+  int64_t r, first, count;    // outputs o = s*(first + j) + r - p, j < count
+  std::vector<int64_t> k, e;  // the phase's taps and their input offsets
+};
+std::vector<PhaseDim> phase_dims(int64_t kernel, int64_t s, int64_t p, int64_t d, int64_t out) {
+  std::vector<PhaseDim> phases;
+  for (int64_t r = 0; r < s; ++r) {
+    PhaseDim ph{r, ceil_div(p - r, s), 0, {}, {}};
+    ph.count = std::max<int64_t>(0, floor_div(out - 1 + p - r, s) - ph.first + 1);
+    for (int64_t k = 0; k < kernel; ++k)
+      if ((k * d) % s == r) ph.k.push_back(k), ph.e.push_back((k * d - r) / s);
+    if (ph.count > 0) phases.push_back(std::move(ph));
+  }
+  return phases;
+}
+
+struct PhaseBlock {
+  int64_t h, w, j0;  // phase indices into the two PhaseDim lists, first pixel of the block
+};
+
+// The tasks' blocks: every (row phase, column phase) cut into blocks of NB pixels.
+std::vector<PhaseBlock> phase_blocks(const std::vector<PhaseDim>& hs, const std::vector<PhaseDim>& ws, int64_t NB) {
+  std::vector<PhaseBlock> blocks;
+  for (int64_t a = 0; a < int64_t(hs.size()); ++a)
+    for (int64_t b = 0; b < int64_t(ws.size()); ++b)
+      for (int64_t j0 = 0; j0 < hs[a].count * ws[b].count; j0 += NB) blocks.push_back({a, b, j0});
+  return blocks;
+}
+
+// Calls f(q, v0, v1, j) for the runs of phase rows that pixels [j0, j0 + count) of a phase (cw columns) cover.
+template <typename F>
+void for_each_phase_run(int64_t cw, int64_t j0, int64_t count, const F& f) {
+  for (int64_t j = 0; j < count;) {
+    const int64_t q = (j0 + j) / cw, v = (j0 + j) % cw, run = std::min(count - j, cw - v);
+    f(q, v, v + run, j);
+    j += run;
+  }
+}
+
+// The input pixels a tap reads for a block's runs, as segments contiguous in the image (pixel offset in the
+// image, first pixel of the block, length). False when a pixel lies outside the image (then the block is
+// gathered).
+struct Segment {
+  int64_t offset, j, len;
+};
+bool inside_segments(const ConvT2dShape& s, const std::vector<Run>& runs, int64_t eh, int64_t ew,
+                     std::vector<Segment>& segs) {
+  segs.clear();
+  for (const Run& u : runs) {
+    const int64_t ih = u.ih - eh, i0 = u.iw0 - ew, i1 = u.iw1 - ew;
+    if (ih < 0 || ih >= s.H_in || i0 < 0 || i1 > s.W_in) return false;
+    const int64_t offset = ih * s.W_in + i0;
+    if (!segs.empty() && segs.back().offset + segs.back().len == offset) segs.back().len += i1 - i0;
+    else segs.push_back({offset, u.j, i1 - i0});
+  }
+  return true;
+}
+
+// NCHW. B per tap: (Kp / kRows planes) x NB words, a word being a float or (bfloat16) a pair of channels of
+// the packed x (forward_b); A per tap: W[ci, co, kh, kw] as (co x Kp); the C tile (cog x NB) sums the taps.
+template <typename T>
+void phase_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
+                   const at::Tensor& y) {
+  const int64_t cig = s.cin_per_group(), cog = s.cout_per_group(), Kp = padded_k<T>(cig), planes = Kp / kRows<T>;
+  const int64_t HW = s.H_in * s.W_in, NB = tile_columns<T>(Kp), CB = 64;
+  const auto hs = phase_dims(s.kH, s.sH, s.pH, s.dH, s.H_out), ws = phase_dims(s.kW, s.sW, s.pW, s.dW, s.W_out);
+  const auto blocks = phase_blocks(hs, ws, NB);
+  const int64_t nblocks = blocks.size();
+  const std::vector<T> zeros(s.W_in, T(0.f));
+  const float* bias = b.defined() ? b.const_data_ptr<float>() : nullptr;
+  float* yp = y.mutable_data_ptr<float>();
+  for (int64_t g = 0; g < s.groups; ++g) {
+    // A: (kH, kW, cog, Kp), zero-padded along ci.
+    const auto a = padded(w.narrow(0, g * cig, cig).permute({2, 3, 1, 0}).reshape({s.kH * s.kW * cog, cig}), Kp);
+    const at::Tensor xb = forward_b<T>(s, x, g * cig, cig, Kp, zeros);
+    const T* ap = a.const_data_ptr<T>();
+    // Plane p of image n: floats of x (float32) or channel pairs of the packed copy (bfloat16), as words.
+    const auto* xw = reinterpret_cast<const u32a*>(xb.const_data_ptr<T>());
+    const int64_t image_stride = kRows<T> == 2 ? planes * HW : s.C_in * HW, first = kRows<T> == 2 ? 0 : g * cig * HW;
+    parallel_tasks(s.N * nblocks, 1, [&](int64_t t0, int64_t t1) {
+      std::vector<uint32_t> tile(planes * NB);
+      std::vector<float> c(cog * NB);
+      std::vector<Run> runs;
+      std::vector<Segment> segs;
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t n = t / nblocks;
+        const PhaseBlock& blk = blocks[t % nblocks];
+        const PhaseDim &ph = hs[blk.h], &pw = ws[blk.w];
+        const int64_t nb = std::min(NB, ph.count * pw.count - blk.j0);
+        runs.clear();
+        for_each_phase_run(pw.count, blk.j0, nb, [&](int64_t q, int64_t v0, int64_t v1, int64_t j) {
+          runs.push_back({ph.first + q, pw.first + v0, pw.first + v1, j});
+        });
+        const u32a* image = xw + n * image_stride + first;
+        bool any = false;
+        for (size_t th = 0; th < ph.k.size(); ++th)
+          for (size_t tw = 0; tw < pw.k.size(); ++tw) {
+            const int64_t eh = ph.e[th], ew = pw.e[tw];
+            const T* at = ap + (ph.k[th] * s.kW + pw.k[tw]) * cog * Kp;
+            if (inside_segments(s, runs, eh, ew, segs)) {  // B read in place: planes HW apart
+              for (const Segment& u : segs)
+                for (int64_t c0 = 0; c0 < cog; c0 += CB)
+                  kernel(std::min(CB, cog - c0), u.len, Kp, Kp, HW, NB, any, at + c0 * Kp,
+                         reinterpret_cast<const T*>(image + u.offset), c.data() + c0 * NB + u.j);
+              any = true;
+              continue;
+            }
+            for (int64_t pl = 0; pl < planes; ++pl) {
+              const u32a* src = image + pl * HW;
+              uint32_t* d = tile.data() + pl * NB;
+              for (const Run& u : runs) {  // u.ih = q, [u.iw0, u.iw1) = v: input row q - eh, columns v - ew
+                uint32_t* dr = d + u.j - u.iw0;
+                const int64_t ih = u.ih - eh;
+                const int64_t a0 = ih < 0 || ih >= s.H_in ? u.iw1 : std::clamp(ew, u.iw0, u.iw1);
+                const int64_t a1 = std::clamp(s.W_in + ew, a0, u.iw1);
+                std::fill(dr + u.iw0, dr + a0, 0u);
+                if (a1 > a0) std::copy(src + ih * s.W_in + a0 - ew, src + ih * s.W_in + a1 - ew, dr + a0);
+                std::fill(dr + a1, dr + u.iw1, 0u);
+              }
+            }
+            for (int64_t c0 = 0; c0 < cog; c0 += CB)
+              kernel(std::min(CB, cog - c0), nb, Kp, Kp, NB, NB, any, at + c0 * Kp,
+                     reinterpret_cast<const T*>(tile.data()), c.data() + c0 * NB);
+            any = true;
+          }
+        for (int64_t co = 0; co < cog; ++co) {
+          const float add = bias ? bias[g * cog + co] : 0.f;
+          const float* cr = c.data() + co * NB;
+          float* plane = yp + (n * s.C_out + g * cog + co) * s.H_out * s.W_out;
+          for (const Run& u : runs) {
+            float* yr = plane + (s.sH * u.ih + ph.r - s.pH) * s.W_out + pw.r - s.pW;
+            const float* z = cr + u.j - u.iw0;
+            if (!any) for (int64_t v = u.iw0; v < u.iw1; ++v) yr[s.sW * v] = add;
+            else if (s.sW == 1) for (int64_t v = u.iw0; v < u.iw1; ++v) yr[v] = z[v] + add;
+            else if (s.sW == 2) for (int64_t v = u.iw0; v < u.iw1; ++v) yr[2 * v] = z[v] + add;
+            else for (int64_t v = u.iw0; v < u.iw1; ++v) yr[s.sW * v] = z[v] + add;
+          }
+        }
+      }
+    });
+  }
+}
+
+// channels_last. A per tap: NB pixels x Kp channels of x shifted (rows copied, zero outside the image and
+// past cig); B per tap: W[ci, co, kh, kw] as (cig x cog) (bfloat16: pairs of rows); the C tile
+// (NB x cog) sums the taps and is stored to the pixels' y rows.
+template <typename T>
+void phase_nhwc_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
+                        const at::Tensor& y) {
+  const int64_t cig = s.cin_per_group(), cog = s.cout_per_group(), Kp = padded_k<T>(cig), kk = s.kH * s.kW;
+  const int64_t NB = std::min<int64_t>(64, tile_columns<T>(Kp)), CB = 256;
+  const auto hs = phase_dims(s.kH, s.sH, s.pH, s.dH, s.H_out), ws = phase_dims(s.kW, s.sW, s.pW, s.dW, s.W_out);
+  const auto blocks = phase_blocks(hs, ws, NB);
+  const int64_t nblocks = blocks.size();
+  const T* xp = x.const_data_ptr<T>();
+  const float* bias = b.defined() ? b.const_data_ptr<float>() : nullptr;
+  float* yp = y.mutable_data_ptr<float>();
+  for (int64_t g = 0; g < s.groups; ++g) {
+    std::vector<at::Tensor> bs(kk);  // tap's B: (cig x cog), row-major or pairs of rows
+    const auto wg = w.narrow(0, g * cig, cig);
+    for (int64_t tap = 0; tap < kk; ++tap) bs[tap] = as_b<T>(wg.select(3, tap % s.kW).select(2, tap / s.kW));
+    parallel_tasks(s.N * nblocks, 1, [&](int64_t t0, int64_t t1) {
+      std::vector<T> a(NB * Kp, T(0.f));
+      std::vector<float> c(NB * cog);
+      std::vector<Run> runs;
+      std::vector<Segment> segs;
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t n = t / nblocks;
+        const PhaseBlock& blk = blocks[t % nblocks];
+        const PhaseDim &ph = hs[blk.h], &pw = ws[blk.w];
+        const int64_t nb = std::min(NB, ph.count * pw.count - blk.j0);
+        runs.clear();
+        for_each_phase_run(pw.count, blk.j0, nb, [&](int64_t q, int64_t v0, int64_t v1, int64_t j) {
+          runs.push_back({ph.first + q, pw.first + v0, pw.first + v1, j});
+        });
+        bool any = false;
+        for (size_t th = 0; th < ph.k.size(); ++th)
+          for (size_t tw = 0; tw < pw.k.size(); ++tw) {
+            const int64_t eh = ph.e[th], ew = pw.e[tw];
+            const T* bp = bs[ph.k[th] * s.kW + pw.k[tw]].template const_data_ptr<T>();
+            if (Kp == cig && inside_segments(s, runs, eh, ew, segs)) {  // A read in place: pixels C_in apart
+              for (const Segment& u : segs)
+                for (int64_t c0 = 0; c0 < cog; c0 += CB)
+                  kernel(u.len, std::min(CB, cog - c0), Kp, s.C_in, cog, cog, any,
+                         xp + (n * s.H_in * s.W_in + u.offset) * s.C_in + g * cig, bp + c0 * kRows<T>,
+                         c.data() + u.j * cog + c0);
+              any = true;
+              continue;
+            }
+            for (const Run& u : runs) {
+              const int64_t ih = u.ih - eh;
+              for (int64_t v = u.iw0; v < u.iw1; ++v) {
+                T* d = a.data() + (u.j + v - u.iw0) * Kp;
+                const int64_t iw = v - ew;
+                if (ih < 0 || ih >= s.H_in || iw < 0 || iw >= s.W_in) {
+                  std::fill(d, d + cig, T(0.f));
+                } else {
+                  const T* src = xp + ((n * s.H_in + ih) * s.W_in + iw) * s.C_in + g * cig;
+                  std::copy(src, src + cig, d);
+                }
+              }
+            }
+            for (int64_t c0 = 0; c0 < cog; c0 += CB) {
+              const int64_t nc = std::min(CB, cog - c0);
+              kernel(nb, nc, Kp, Kp, cog, cog, any, a.data(), bp + c0 * kRows<T>, c.data() + c0);
+            }
+            any = true;
+          }
+        for (const Run& u : runs) {
+          const int64_t oh = s.sH * u.ih + ph.r - s.pH;
+          for (int64_t v = u.iw0; v < u.iw1; ++v) {
+            const int64_t ow = s.sW * v + pw.r - s.pW;
+            float* yo = yp + ((n * s.H_out + oh) * s.W_out + ow) * s.C_out + g * cog;
+            const float* z = c.data() + (u.j + v - u.iw0) * cog;
+            for (int64_t co = 0; co < cog; ++co)
+              yo[co] = (any ? z[co] : 0.f) + (bias ? bias[g * cog + co] : 0.f);
+          }
+        }
+      }
+    });
+  }
+}
+
 }  // namespace
+
+// Which forward formulation: by output phase (phase_forward: gathers C_in values per output pixel and tap,
+// stores y once) or the scatter (tiled_forward: C_out values per input pixel and tap added into y). The
+// gathers cost more than the scatter when C_in exceeds C_out (NCHW) or 2 C_out (channels_last, whose
+// gathers are contiguous channel runs), measured on the bench's and other shapes (float32 and bfloat16).
+// DECONV_EXT_CPU_GEMM_FORWARD=auto|phase|scatter forces one (tests, diagnosis).
+bool forward_by_phase(const ConvT2dShape& s, bool nhwc) {
+  const char* forced = std::getenv("DECONV_EXT_CPU_GEMM_FORWARD");
+  if (forced != nullptr && *forced != 0 && std::strcmp(forced, "auto") != 0) {
+    if (std::strcmp(forced, "phase") == 0) return true;
+    if (std::strcmp(forced, "scatter") == 0) return false;
+    TORCH_CHECK(false, "DECONV_EXT_CPU_GEMM_FORWARD: expected one of auto, phase, scatter, got '", std::string(forced),
+                "'");
+  }
+  const int64_t cig = s.cin_per_group(), cog = s.cout_per_group();
+  return nhwc ? 2 * cog >= cig : cog >= cig;
+}
 
 void tiled_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
                    const at::Tensor& y) {
+  if (forward_by_phase(s, false)) {
+    if (x.scalar_type() == at::kBFloat16) return phase_forward<bf16>(s, x, w, b, y);
+    return phase_forward<float>(s, x, w, b, y);
+  }
   if (x.scalar_type() == at::kBFloat16) return tiled_forward<bf16>(s, x, w, b, y);
   tiled_forward<float>(s, x, w, b, y);
 }
@@ -617,6 +874,10 @@ void tiled_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Te
 }
 void tiled_nhwc_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
                         const at::Tensor& y) {
+  if (forward_by_phase(s, true)) {
+    if (x.scalar_type() == at::kBFloat16) return phase_nhwc_forward<bf16>(s, x, w, b, y);
+    return phase_nhwc_forward<float>(s, x, w, b, y);
+  }
   if (x.scalar_type() == at::kBFloat16) return tiled_nhwc_forward<bf16>(s, x, w, b, y);
   tiled_nhwc_forward<float>(s, x, w, b, y);
 }

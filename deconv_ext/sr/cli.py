@@ -63,6 +63,8 @@ def _add_train(p):
                    help="the model's mean shift: the body sees Y/255 - CENTER (0 = the network without it; "
                         "default 0.5)")
     p.add_argument("--adam-eps", type=float, default=1e-8, help="Adam's epsilon (default 1e-8)")
+    p.add_argument("--loss", default="mse", choices=("mse", "l1"),
+                   help="training loss on HR Y/255: mse (the paper's) or l1 (default mse)")
     p.add_argument("--deconv-init-std", type=float, default=None,
                    help="std of the deconvolution's Gaussian init (default: the model's, the paper's 0.001)")
     p.add_argument("--diag-every", type=int, default=0, metavar="N",

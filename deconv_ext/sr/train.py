@@ -196,6 +196,7 @@ def train(args):
         from tqdm import tqdm
 
         bar = tqdm(total=args.steps, initial=step, desc=f"x{args.scale}", dynamic_ncols=True, mininterval=1.0)
+    loss_fn = nn.functional.l1_loss if getattr(args, "loss", "mse") == "l1" else nn.functional.mse_loss
     t0, run_loss, run_n = time.time(), 0.0, 0
     model.train()
     while step < args.steps:
@@ -206,7 +207,7 @@ def train(args):
         x, y = torch.from_numpy(lr_np).to(device), torch.from_numpy(hr_np).to(device)
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
             out = net(x)
-        loss = nn.functional.mse_loss(out.float(), y)
+        loss = loss_fn(out.float(), y)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         diag_now = diag is not None and diag.due(step + 1)
@@ -224,8 +225,9 @@ def train(args):
         last = step == args.steps
         if args.log_every and (step % args.log_every == 0 or last):
             mean = run_loss / run_n
-            msg = f"step {step} loss {mean:.3e} train_psnr {-10 * math.log10(mean):.2f} lr {args.lr * frac:.2e} " \
-                  f"elapsed {time.time() - t0:.0f}s"
+            msg = f"step {step} loss {mean:.3e} " + \
+                  (f"train_psnr {-10 * math.log10(mean):.2f} " if loss_fn is nn.functional.mse_loss else "") + \
+                  f"lr {args.lr * frac:.2e} elapsed {time.time() - t0:.0f}s"
             if heldout and (step % args.eval_every == 0 or last):
                 model.eval()
                 k = len(srdata.HELDOUT_IMAGES)  # heldout_psnr: the skimage three, comparable with older logs
