@@ -187,8 +187,10 @@ def test_gemm_routes(case, dtype, cap, layout):
 
 
 # The tiled forward's two formulations (GEMM + col2im scatter; one GEMM per output phase, x gathered
-# shifted or read in place, y stored once), each forced, on both layouts and both tiled dtypes; the shapes
-# add phases without taps (stride > kernel), stride 1 with x read in place, whole-row phases (k2s2), groups.
+# shifted or read in place, y stored once), each forced, on both layouts and both tiled dtypes; with stride 1
+# grad_input runs as such a forward too (flipped kernel, padding d(k-1) - p, which padding > d(k-1) makes
+# negative). The shapes add phases without taps (stride > kernel), stride 1 with x read in place,
+# whole-row phases (k2s2), groups.
 PHASE_CASES = BF16_CASES + [
     Case("k2s2_rows", 2, 16, 24, 8, 8, 2, 2),                  # every tap's block lies inside x: read in place
     Case("k3s1_wide", 2, 16, 24, 9, 7, 3, 1, 1),
@@ -197,6 +199,8 @@ PHASE_CASES = BF16_CASES + [
     Case("k2s3_gaps", 2, 12, 20, 5, 6, 2, 3, (0, 1), (2, 1)),  # phases no tap reaches: bias only
     Case("k3s1_dilated_pad", 2, 15, 33, 10, 11, 3, 1, 2, dilation=2),
     Case("big_tiles", 1, 8, 16, 40, 40, 3, 2, 1, 1),            # a phase larger than one block of pixels
+    Case("pad_past_kernel", 2, 12, 10, 9, 10, 3, 1, 3),         # stride 1, padding 3 > d(k-1): negative
+    Case("s1_stretched", 1, 20, 12, 7, 6, (2, 4), 1, (1, 0), dilation=(3, 1)),
 ]
 
 
@@ -207,8 +211,9 @@ PHASE_CASES = BF16_CASES + [
 def test_gemm_forward_formulations(case, dtype, forward, layout):
     x, w, b, gy = case.tensors(dtype, seed=11, layout=layout)
     with dispatch.forced(path="gemm", gemm_forward=forward):
-        y = torch.ops.deconv_ext.conv_transpose2d(x, w, b, *case.op_args)
-    Reference(x, w, b, gy, **case.params).check("forward", y, context=f" [{case}, {forward}]")
+        results = {"forward": torch.ops.deconv_ext.conv_transpose2d(x, w, b, *case.op_args),
+                   "grad_input": torch.ops.deconv_ext.conv_transpose2d_grad_input(gy, w, *case.op_args)}
+    Reference(x, w, b, gy, **case.params).check_all(results, context=f" [{case}, {forward}]")
 
 
 def test_gemm_forward_formulations_agree_bitwise_across_threads():

@@ -13,7 +13,8 @@
 //     float32 (and native bfloat16) run it tiled (gemm_tiles.cpp): oneDNN's BRGEMM micro-kernel, exported
 //     by PyTorch, on tiles that are gathered (im2col) or scattered (col2im) next to each call, in cache,
 //     with no column buffer; the tiled forward runs by output phase instead (one GEMM per phase and tap on
-//     x gathered shifted, y stored once: no col2im) when C_out is not below C_in (forward_by_phase).
+//     x gathered shifted, y stored once: no col2im) when C_out is not below C_in (forward_by_phase), and
+//     so does the stride-1 grad_input of NCHW bfloat16 (a forward of gy with the kernel flipped).
 //     float64, and float32 with the ISA capped at baseline, take one at::mm per
 //     chunk of input rows plus a col2im/im2col pass (gemm.cpp; chunks keep the column buffer near 1M
 //     elements). channels_last images take the same formulation with pixels as rows, no layout
@@ -27,7 +28,8 @@
 // Forcing, for tests and diagnosis (read at every call): DECONV_EXT_CPU_PATH=auto|generic|direct|gemm
 // (a path that cannot serve the call is not taken: direct needs C_out/groups <= kDirectMaxCout and not
 // float64; the query deconv_ext::_cpu_path says which path a call takes), DECONV_EXT_CPU_ISA=auto|avx512|avx2|baseline (capped at what the CPU has),
-// DECONV_EXT_CPU_GEMM_FORWARD=auto|phase|scatter (the tiled gemm forward's formulation, forward_by_phase).
+// DECONV_EXT_CPU_GEMM_FORWARD=auto|phase|scatter (the tiled gemm forward's formulation, forward_by_phase;
+// also that of stride-1 grad_input, which is a forward with the kernel flipped).
 //
 // All arguments are contiguous NCHW tensors of the kernel's dtype, or channels_last NHWC images, which the
 // entry layer passes when an operand is channels_last and the call takes the direct or gemm path
