@@ -290,6 +290,44 @@ def test_channels_last_on_direct(case, dtype):
     assert results["forward"].stride() == theirs.stride()
 
 
+# channels_last grad_weight on the direct path is vectorised along the input channels (nhwc_grad_weight):
+# channels in whole vectors read in place or zero-padded copies, several chunks of rows per image, tap
+# blocks of a 9-wide kernel, 2-4 output channels, groups; fewer than half a vector of channels per group
+# (depthwise) keeps the row gathers. Every ISA; and the same bits for any thread count.
+CL_GRAD_WEIGHT = [
+    Case("cl_gw_in_place", 2, 32, 1, 9, 11, 9, 3, 4, 2),
+    Case("cl_gw_padded", 1, 56, 2, 7, 6, 9, 2, 4, 1),
+    Case("cl_gw_chunks", 1, 16, 3, 70, 64, 3, 2, 1, 1),     # 64 x 16 channels per row: rows in 2 chunks
+    Case("cl_gw_groups", 2, 24, 4, 5, 9, 4, 2, 1, groups=2),
+    Case("cl_gw_dilated", 1, 20, 2, 6, 13, (3, 5), (1, 3), (2, 1), (0, 2), dilation=(2, 3)),
+    Case("cl_gw_depthwise", 2, 12, 12, 6, 6, 3, 2, 1, 1, groups=12),
+]
+
+
+@pytest.mark.parametrize("case", CL_GRAD_WEIGHT, ids=str)
+def test_channels_last_grad_weight_on_direct(case, isa):
+    x, w, b, gy = case.tensors(torch.float32, seed=13, layout="channels_last")
+    with dispatch.forced(path="direct"):
+        assert dispatch.cpu_path(x, w, **case.params) == f"direct:{isa}"
+        gw = torch.ops.deconv_ext.conv_transpose2d_grad_weight(gy, x, list(w.shape[2:]), *case.op_args)
+    Reference(x, w, b, gy, **case.params).check("grad_weight", gw, context=f" [{case}, {isa}]")
+
+
+def test_channels_last_grad_weight_is_bitwise_the_same_for_any_thread_count():
+    case = CL_GRAD_WEIGHT[2]
+    x, w, b, gy = case.tensors(torch.float32, seed=14, layout="channels_last")
+    threads = torch.get_num_threads()
+    try:
+        with dispatch.forced(path="direct"):
+            torch.set_num_threads(1)
+            one = torch.ops.deconv_ext.conv_transpose2d_grad_weight(gy, x, list(w.shape[2:]), *case.op_args)
+            torch.set_num_threads(2)
+            two = torch.ops.deconv_ext.conv_transpose2d_grad_weight(gy, x, list(w.shape[2:]), *case.op_args)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, two)
+
+
 def test_direct_path_reads_channels_last_x_as_it_is():
     # The direct path builds its padded copy of x straight from NHWC (grad_weight with one output channel:
     # small row buffers instead): no layout conversion of x.

@@ -15,8 +15,9 @@
 // Extra memory: a zero-padded copy of the whole input (forward, and grad_weight when its rows are not
 // whole vectors) and the deinterleaved gy (output-sized, backward).
 // channels_last (NHWC) images: the padded copy and the deinterleaved gy are built from them directly,
-// grad_weight with one output channel gathers its rows into small per-task buffers instead of the
-// padded copy, and y / gx are stored with NHWC strides by the strip kernel.
+// grad_weight is vectorised along the input channels instead (nhwc_grad_weight; with fewer than half a
+// vector of them, depthwise for one, it gathers rows as below), and y / gx are stored with NHWC strides by
+// the strip kernel.
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 
@@ -203,19 +204,67 @@ DECONV_ALWAYS_INLINE void dot_body(const DotRows& a) {
     for (int t = 0; t < TB; ++t) std::memcpy(a.acc + (c * TB + t) * kL, &acc[c][t], sizeof(VT));
 }
 
+// ---- channels_last grad_weight micro-kernel: CV vectors of input channels x TB taps of one weight row --
+// Vectorised along the input channels, which are contiguous in an NHWC pixel: for each pixel of R rows,
+// CV vectors of x times TB gy values (broadcast), in registers. Each x load feeds TB FMAs, each gy value CV.
+struct ChanDot {
+  const float* x;          // R rows of W pixels, `px` floats per pixel (channels zero-padded), `row` per row
+  const float* const* gy;  // R deinterleaved gy rows; nullptr: that row is outside gy (skipped)
+  int64_t R, W, px, row;
+  const int64_t* soff;     // TB offsets into the gy rows
+  float* acc;              // TB taps x CV vectors, taps `tstride` floats apart; read and updated
+  int64_t tstride;
+};
+
+template <typename VT, int CV, int TB>
+DECONV_ALWAYS_INLINE void chan_dot_body(const ChanDot& a) {
+  constexpr int kL = sizeof(VT) / sizeof(float);
+  VT acc[TB][CV];
+#pragma GCC unroll 8
+  for (int t = 0; t < TB; ++t)
+#pragma GCC unroll 8
+    for (int c = 0; c < CV; ++c) acc[t][c] = loadv<VT>(a.acc + t * a.tstride + c * kL);
+  int64_t so[TB];
+  for (int t = 0; t < TB; ++t) so[t] = a.soff[t];
+  for (int64_t r = 0; r < a.R; ++r) {
+    const float* gr = a.gy[r];
+    if (gr == nullptr) continue;
+    const float* xr = a.x + r * a.row;
+    for (int64_t i = 0; i < a.W; ++i) {
+      VT xv[CV];
+#pragma GCC unroll 8
+      for (int c = 0; c < CV; ++c) xv[c] = loadv<VT>(xr + i * a.px + c * kL);
+#pragma GCC unroll 8
+      for (int t = 0; t < TB; ++t) {
+        const VT g = VT{} + gr[so[t] + i];
+#pragma GCC unroll 8
+        for (int c = 0; c < CV; ++c) acc[t][c] += xv[c] * g;
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int t = 0; t < TB; ++t)
+#pragma GCC unroll 8
+    for (int c = 0; c < CV; ++c) std::memcpy(a.acc + t * a.tstride + c * kL, &acc[t][c], sizeof(VT));
+}
+
 // ---- ISA dispatch: AVX-512 and AVX2/FMA clones on x86-64, 8-lane baseline code elsewhere -------------
 using StripFn = void (*)(const Strip&);
 using DotFn = void (*)(const DotRows&);
+using ChanFn = void (*)(const ChanDot&);
 
 template <int CB, int V> void strip_base(const Strip& a) { strip_body<vec8, CB, V>(a); }
 template <int CI, int TB> void dot_base(const DotRows& a) { dot_body<vec8, CI, TB>(a); }
+template <int CV, int TB> void chan_base(const ChanDot& a) { chan_dot_body<vec8, CV, TB>(a); }
 #if defined(__x86_64__)
 #define DECONV_AVX2 __attribute__((target("avx2,fma")))
 #define DECONV_AVX512 __attribute__((target("avx512f,avx2,fma")))
 template <int CB, int V> DECONV_AVX2 void strip_avx2(const Strip& a) { strip_body<vec8, CB, V>(a); }
 template <int CI, int TB> DECONV_AVX2 void dot_avx2(const DotRows& a) { dot_body<vec8, CI, TB>(a); }
+template <int CV, int TB> DECONV_AVX2 void chan_avx2(const ChanDot& a) { chan_dot_body<vec8, CV, TB>(a); }
 template <int CB, int V> DECONV_AVX512 void strip_avx512(const Strip& a) { strip_body<vec16, CB, V>(a); }
 template <int CI, int TB> DECONV_AVX512 void dot_avx512(const DotRows& a) { dot_body<vec16, CI, TB>(a); }
+template <int CV, int TB> DECONV_AVX512 void chan_avx512(const ChanDot& a) { chan_dot_body<vec16, CV, TB>(a); }
 #endif
 
 int hardware_isa_level() {
@@ -302,6 +351,32 @@ template <int CI> DotFn pick_dot_tb(int64_t tb) {
 }
 DotFn pick_dot(int64_t ci, int64_t tb) {
   return ci == 4 ? pick_dot_tb<4>(tb) : ci == 2 ? pick_dot_tb<2>(tb) : pick_dot_tb<1>(tb);
+}
+template <int CV, int TB> ChanFn chan_fn() {
+#if defined(__x86_64__)
+  if (current_isa() == 2) return &chan_avx512<CV, TB>;
+  if (current_isa() == 1) return &chan_avx2<CV, TB>;
+#endif
+  return &chan_base<CV, TB>;
+}
+// cv in 1..4 (AVX-512; 1..2 otherwise, see kChanVectors), tb in 1..6.
+template <int CV> ChanFn pick_chan_tb(int64_t tb) {
+  switch (tb) {
+    case 1: return chan_fn<CV, 1>();
+    case 2: return chan_fn<CV, 2>();
+    case 3: return chan_fn<CV, 3>();
+    case 4: return chan_fn<CV, 4>();
+    case 5: return chan_fn<CV, 5>();
+    default: return chan_fn<CV, 6>();
+  }
+}
+ChanFn pick_chan(int64_t cv, int64_t tb) {
+  switch (cv) {
+    case 1: return pick_chan_tb<1>(tb);
+    case 2: return pick_chan_tb<2>(tb);
+    case 3: return pick_chan_tb<3>(tb);
+    default: return pick_chan_tb<4>(tb);
+  }
 }
 
 }  // namespace
@@ -441,9 +516,81 @@ void direct_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Te
   });
 }
 
+// ---- grad_weight of channels_last x ------------------------------------------------------------------------
+// Vectorised along the input channels (ChanDot) instead of along iw: x is read as it is, one pixel's
+// channels at a time, with no transposed copy. Tasks: (group, chunk of about 256 KB of x rows of one image),
+// a chunk copied once (channels zero-padded to whole vectors) and then swept by every (output channel, kh,
+// channel block, tap block) from L2; each task sums into its own partial grad_weight, and the partials are
+// added in chunk order at the end. The chunks depend on the shape only: the result does not depend on the
+// thread count.
+namespace {
+void nhwc_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw) {
+  const int64_t cig = s.cin_per_group(), cog = s.cout_per_group(), kk = s.kH * s.kW, L = lanes();
+  const int64_t vectors = (cig + L - 1) / L, px = vectors * L;
+  const int64_t CVB = current_isa() == 2 ? 4 : 2;  // channel vectors per block: 4 x 6 accumulators of 32
+  const int64_t nb = (s.kW + 5) / 6, TB = (s.kW + nb - 1) / nb;  // tap blocks of (nearly) equal size, <= 6
+  const int64_t maxq = (s.kW - 1) * s.dW / s.sW, Wd = s.W_in + maxq;
+  std::vector<int64_t> soff(s.kW);
+  for (int64_t kw = 0; kw < s.kW; ++kw) soff[kw] = (kw * s.dW % s.sW) * Wd + kw * s.dW / s.sW;
+  const auto gyd = deinterleave_columns(s, gy, Wd);
+  const int64_t RB = std::clamp<int64_t>(65536 / std::max<int64_t>(1, s.W_in * px), 1, s.H_in);
+  const int64_t per_image = (s.H_in + RB - 1) / RB, chunks = s.N * per_image, tasks = s.groups * chunks;
+  const int64_t part_size = cog * kk * px;
+  std::vector<float> partial(tasks * part_size);
+  const float* gp = gyd.const_data_ptr<float>();
+  const float* xp = x.const_data_ptr<float>();
+  // Pixels whose channels are whole vectors already (one group, C_in a multiple of the lanes) are read in place.
+  const bool in_place = px == s.C_in;
+  parallel_tasks(tasks, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<float> xb(in_place ? 0 : RB * s.W_in * px, 0.f);
+    std::vector<const float*> grow(RB);
+    for (int64_t task = t0; task < t1; ++task) {
+      const int64_t g = task / chunks, n = (task % chunks) / per_image, i0 = (task % per_image) * RB;
+      const int64_t R = std::min(RB, s.H_in - i0);
+      const float* rows = xp + (n * s.H_in + i0) * s.W_in * s.C_in;
+      if (!in_place) {
+        for (int64_t p = 0; p < R * s.W_in; ++p)  // pixel p of the chunk; channels past cig stay zero
+          std::memcpy(xb.data() + p * px, rows + p * s.C_in + g * cig, cig * sizeof(float));
+        rows = xb.data();
+      }
+      float* part = partial.data() + task * part_size;
+      std::fill(part, part + part_size, 0.f);
+      for (int64_t col = 0; col < cog; ++col)
+        for (int64_t kh = 0; kh < s.kH; ++kh) {
+          for (int64_t r = 0; r < R; ++r) {
+            const int64_t oh = (i0 + r) * s.sH - s.pH + kh * s.dH;
+            grow[r] = oh < 0 || oh >= s.H_out ? nullptr : gp + ((n * s.C_out + g * cog + col) * s.H_out + oh) * s.sW * Wd;
+          }
+          for (int64_t v0 = 0; v0 < vectors; v0 += CVB)
+            for (int64_t b = 0; b < nb; ++b) {
+              const int64_t cv = std::min(CVB, vectors - v0), kw0 = b * TB, tb = std::min(TB, s.kW - kw0);
+              const ChanDot a{rows + v0 * L, grow.data(), R, s.W_in, px, s.W_in * px, soff.data() + kw0,
+                              part + ((col * s.kH + kh) * s.kW + kw0) * px + v0 * L, px};
+              pick_chan(cv, tb)(a);
+            }
+        }
+    }
+  });
+  float* gwp = gw.mutable_data_ptr<float>();
+  parallel_tasks(s.groups * cog * kk, grain(chunks * cig), [&](int64_t e0, int64_t e1) {
+    for (int64_t e = e0; e < e1; ++e) {
+      const int64_t g = e / (cog * kk), col = (e / kk) % cog, tap = e % kk;
+      const float* first = partial.data() + g * chunks * part_size + (col * kk + tap) * px;
+      for (int64_t ci = 0; ci < cig; ++ci) {
+        float sum = 0.f;
+        for (int64_t c = 0; c < chunks; ++c) sum += first[c * part_size + ci];
+        gwp[((g * cig + ci) * cog + col) * kk + tap] = sum;
+      }
+    }
+  });
+}
+}  // namespace
+
 // ---- grad_weight -------------------------------------------------------------------------------------------
 void direct_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw) {
   begin_call();
+  // channels_last x with at least half a vector of input channels per group: vectorised along them.
+  if (!x.is_contiguous() && 2 * s.cin_per_group() >= lanes()) return nhwc_grad_weight(s, gy, x, gw);
   const int64_t cig = s.cin_per_group(), cog = s.cout_per_group();
   const int64_t width = round_up(s.W_in, lanes()), maxq = (s.kW - 1) * s.dW / s.sW, Wd = width + maxq;
   // Blocks of CI input channels share the gy loads: 4 x 4 taps = 16 accumulators with AVX-512's 32
@@ -453,9 +600,9 @@ void direct_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::T
   for (int64_t kw = 0; kw < s.kW; ++kw) soff[kw] = (kw * s.dW % s.sW) * Wd + kw * s.dW / s.sW;
   const auto gyd = deinterleave_columns(s, gy, Wd);
   // The kernel reads whole vectors: rows are padded with zeros to `width`, unless they already are.
-  // A channels_last x (see launch_layout) is read as it is: with one output channel per group, each task
-  // gathers its channels' rows, a block at a time, into a small buffer; with more (every channel block is
-  // then read by cog tasks), one transposed padded copy is made first.
+  // A channels_last x (see launch_layout) with few channels per group is read as it is: with one output
+  // channel per group, each task gathers its channels' rows, a block at a time, into a small buffer; with
+  // more (every channel block is then read by cog tasks), one transposed padded copy is made first.
   const bool nhwc = !x.is_contiguous() && cog == 1;
   const at::Tensor xpad = nhwc ? x
                           : !x.is_contiguous() ? padded_image_rows(s, x, 0, width)
