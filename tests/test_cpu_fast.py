@@ -290,42 +290,49 @@ def test_channels_last_on_direct(case, dtype):
     assert results["forward"].stride() == theirs.stride()
 
 
-# channels_last grad_weight on the direct path is vectorised along the input channels (nhwc_grad_weight):
-# channels in whole vectors read in place or zero-padded copies, several chunks of rows per image, tap
-# blocks of a 9-wide kernel, 2-4 output channels, groups; fewer than half a vector of channels per group
-# (depthwise) keeps the row gathers. Every ISA; and the same bits for any thread count.
-CL_GRAD_WEIGHT = [
+# channels_last grad_weight and grad_input on the direct path are vectorised along the input channels
+# (nhwc_grad_weight, nhwc_grad_input): channels in whole vectors read in place or zero-padded copies,
+# several chunks of rows per image, tap blocks of a 9-wide kernel, 2-4 output channels, groups, rows not a
+# multiple of 4 pixels; fewer than half a vector of channels per group (depthwise) keeps the row gathers
+# and the strip kernel. Every ISA; and the same bits for any thread count.
+CL_BACKWARD = [
     Case("cl_gw_in_place", 2, 32, 1, 9, 11, 9, 3, 4, 2),
     Case("cl_gw_padded", 1, 56, 2, 7, 6, 9, 2, 4, 1),
     Case("cl_gw_chunks", 1, 16, 3, 70, 64, 3, 2, 1, 1),     # 64 x 16 channels per row: rows in 2 chunks
     Case("cl_gw_groups", 2, 24, 4, 5, 9, 4, 2, 1, groups=2),
     Case("cl_gw_dilated", 1, 20, 2, 6, 13, (3, 5), (1, 3), (2, 1), (0, 2), dilation=(2, 3)),
+    Case("cl_gw_wide_cin", 1, 72, 1, 5, 6, 3, 2, 1, 1),      # 72 channels: blocks of 4 vectors and a rest
     Case("cl_gw_depthwise", 2, 12, 12, 6, 6, 3, 2, 1, 1, groups=12),
 ]
 
 
-@pytest.mark.parametrize("case", CL_GRAD_WEIGHT, ids=str)
-def test_channels_last_grad_weight_on_direct(case, isa):
+@pytest.mark.parametrize("case", CL_BACKWARD, ids=str)
+def test_channels_last_backward_on_direct(case, isa):
     x, w, b, gy = case.tensors(torch.float32, seed=13, layout="channels_last")
     with dispatch.forced(path="direct"):
         assert dispatch.cpu_path(x, w, **case.params) == f"direct:{isa}"
-        gw = torch.ops.deconv_ext.conv_transpose2d_grad_weight(gy, x, list(w.shape[2:]), *case.op_args)
-    Reference(x, w, b, gy, **case.params).check("grad_weight", gw, context=f" [{case}, {isa}]")
+        results = {"grad_weight": torch.ops.deconv_ext.conv_transpose2d_grad_weight(gy, x, list(w.shape[2:]),
+                                                                                    *case.op_args),
+                   "grad_input": torch.ops.deconv_ext.conv_transpose2d_grad_input(gy, w, *case.op_args)}
+    if case.C_out > 1:  # (with one output channel gy is NCHW-contiguous too, and so is gx)
+        assert results["grad_input"].is_contiguous(memory_format=torch.channels_last)
+    Reference(x, w, b, gy, **case.params).check_all(results, context=f" [{case}, {isa}]")
 
 
-def test_channels_last_grad_weight_is_bitwise_the_same_for_any_thread_count():
-    case = CL_GRAD_WEIGHT[2]
+def test_channels_last_backward_is_bitwise_the_same_for_any_thread_count():
+    case = CL_BACKWARD[2]
     x, w, b, gy = case.tensors(torch.float32, seed=14, layout="channels_last")
     threads = torch.get_num_threads()
     try:
         with dispatch.forced(path="direct"):
             torch.set_num_threads(1)
-            one = torch.ops.deconv_ext.conv_transpose2d_grad_weight(gy, x, list(w.shape[2:]), *case.op_args)
+            one = run_ops(x, w, b, gy, case)
             torch.set_num_threads(2)
-            two = torch.ops.deconv_ext.conv_transpose2d_grad_weight(gy, x, list(w.shape[2:]), *case.op_args)
+            two = run_ops(x, w, b, gy, case)
     finally:
         torch.set_num_threads(threads)
-    assert torch.equal(one, two)
+    for op_name in one:
+        assert torch.equal(one[op_name], two[op_name]), op_name
 
 
 def test_direct_path_reads_channels_last_x_as_it_is():

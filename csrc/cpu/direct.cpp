@@ -20,6 +20,7 @@
 // the strip kernel.
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 
 #include <atomic>
 #include <cstdlib>
@@ -248,23 +249,65 @@ DECONV_ALWAYS_INLINE void chan_dot_body(const ChanDot& a) {
     for (int c = 0; c < CV; ++c) std::memcpy(a.acc + t * a.tstride + c * kL, &acc[t][c], sizeof(VT));
 }
 
+// ---- channels_last grad_input micro-kernel: P pixels x CV vectors of input channels ------------------
+// gx[pixel, channels] = sum over T (output channel, tap) of W[channels, co, tap] * gy value: for each of the
+// T terms, CV weight vectors (reused by the P pixels) times P broadcast gy values, in registers.
+struct ChanAxpy {
+  const float* const* w;   // T pointers to CV weight vectors (channels contiguous)
+  const float* const* gy;  // T pointers to the gy values of the P pixels (consecutive)
+  int64_t T;
+  float* out;              // P x CV vectors, pixels `px` floats apart (written)
+  int64_t px;
+};
+
+template <typename VT, int CV, int P>
+DECONV_ALWAYS_INLINE void chan_axpy_body(const ChanAxpy& a) {
+  constexpr int kL = sizeof(VT) / sizeof(float);
+  VT acc[P][CV];
+#pragma GCC unroll 8
+  for (int p = 0; p < P; ++p)
+#pragma GCC unroll 8
+    for (int c = 0; c < CV; ++c) acc[p][c] = VT{};
+  for (int64_t t = 0; t < a.T; ++t) {
+    const float* wt = a.w[t];
+    const float* gt = a.gy[t];
+    VT wv[CV];
+#pragma GCC unroll 8
+    for (int c = 0; c < CV; ++c) wv[c] = loadv<VT>(wt + c * kL);
+#pragma GCC unroll 8
+    for (int p = 0; p < P; ++p) {
+      const VT g = VT{} + gt[p];
+#pragma GCC unroll 8
+      for (int c = 0; c < CV; ++c) acc[p][c] += wv[c] * g;
+    }
+  }
+#pragma GCC unroll 8
+  for (int p = 0; p < P; ++p)
+#pragma GCC unroll 8
+    for (int c = 0; c < CV; ++c) std::memcpy(a.out + p * a.px + c * kL, &acc[p][c], sizeof(VT));
+}
+
 // ---- ISA dispatch: AVX-512 and AVX2/FMA clones on x86-64, 8-lane baseline code elsewhere -------------
 using StripFn = void (*)(const Strip&);
 using DotFn = void (*)(const DotRows&);
 using ChanFn = void (*)(const ChanDot&);
+using AxpyFn = void (*)(const ChanAxpy&);
 
 template <int CB, int V> void strip_base(const Strip& a) { strip_body<vec8, CB, V>(a); }
 template <int CI, int TB> void dot_base(const DotRows& a) { dot_body<vec8, CI, TB>(a); }
 template <int CV, int TB> void chan_base(const ChanDot& a) { chan_dot_body<vec8, CV, TB>(a); }
+template <int CV, int P> void axpy_base(const ChanAxpy& a) { chan_axpy_body<vec8, CV, P>(a); }
 #if defined(__x86_64__)
 #define DECONV_AVX2 __attribute__((target("avx2,fma")))
 #define DECONV_AVX512 __attribute__((target("avx512f,avx2,fma")))
 template <int CB, int V> DECONV_AVX2 void strip_avx2(const Strip& a) { strip_body<vec8, CB, V>(a); }
 template <int CI, int TB> DECONV_AVX2 void dot_avx2(const DotRows& a) { dot_body<vec8, CI, TB>(a); }
 template <int CV, int TB> DECONV_AVX2 void chan_avx2(const ChanDot& a) { chan_dot_body<vec8, CV, TB>(a); }
+template <int CV, int P> DECONV_AVX2 void axpy_avx2(const ChanAxpy& a) { chan_axpy_body<vec8, CV, P>(a); }
 template <int CB, int V> DECONV_AVX512 void strip_avx512(const Strip& a) { strip_body<vec16, CB, V>(a); }
 template <int CI, int TB> DECONV_AVX512 void dot_avx512(const DotRows& a) { dot_body<vec16, CI, TB>(a); }
 template <int CV, int TB> DECONV_AVX512 void chan_avx512(const ChanDot& a) { chan_dot_body<vec16, CV, TB>(a); }
+template <int CV, int P> DECONV_AVX512 void axpy_avx512(const ChanAxpy& a) { chan_axpy_body<vec16, CV, P>(a); }
 #endif
 
 int hardware_isa_level() {
@@ -370,6 +413,26 @@ template <int CV> ChanFn pick_chan_tb(int64_t tb) {
     default: return chan_fn<CV, 6>();
   }
 }
+template <int CV, int P> AxpyFn axpy_fn() {
+#if defined(__x86_64__)
+  if (current_isa() == 2) return &axpy_avx512<CV, P>;
+  if (current_isa() == 1) return &axpy_avx2<CV, P>;
+#endif
+  return &axpy_base<CV, P>;
+}
+// cv in 1..4 (AVX-512; 1..2 otherwise), p 4 or 1.
+AxpyFn pick_axpy(int64_t cv, int64_t p) {
+  switch (cv * 8 + p) {
+    case 8 + 4: return axpy_fn<1, 4>();
+    case 16 + 4: return axpy_fn<2, 4>();
+    case 24 + 4: return axpy_fn<3, 4>();
+    case 32 + 4: return axpy_fn<4, 4>();
+    case 8 + 1: return axpy_fn<1, 1>();
+    case 16 + 1: return axpy_fn<2, 1>();
+    case 24 + 1: return axpy_fn<3, 1>();
+    default: return axpy_fn<4, 1>();
+  }
+}
 ChanFn pick_chan(int64_t cv, int64_t tb) {
   switch (cv) {
     case 1: return pick_chan_tb<1>(tb);
@@ -452,9 +515,69 @@ void direct_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor
   });
 }
 
+// ---- grad_input into channels_last gx --------------------------------------------------------------------
+// Vectorised along the input channels (ChanAxpy): gx is written as it is, whole pixels at a time, instead of
+// the strip kernel's NHWC-strided lanes. Tasks: rows (n, ih) of gx; each of their terms (output channel,
+// kh, kw) reads the weights' channel vectors (prepacked: tap-major, channels zero-padded to whole vectors)
+// and the deinterleaved gy row at the tap's offset. Every gx element is summed by one task in a fixed order.
+namespace {
+void nhwc_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx) {
+  const int64_t cig = s.cin_per_group(), cog = s.cout_per_group(), kk = s.kH * s.kW, L = lanes();
+  const int64_t vectors = (cig + L - 1) / L, px = vectors * L;
+  const int64_t CVB = current_isa() == 2 ? 4 : 2;  // 4 pixels x 4 vectors = 16 accumulators of 32
+  constexpr int64_t P = 4;
+  const int64_t maxq = (s.kW - 1) * s.dW / s.sW, Wd = s.W_in + maxq;
+  const auto gyd = deinterleave_columns(s, gy, Wd);
+  // wp[g][co][tap][channel] (px channels, zeros past cig).
+  auto wp = at::zeros({s.groups, cog, kk, px}, w.options());
+  wp.narrow(3, 0, cig).copy_(w.reshape({s.groups, cig, cog, kk}).permute({0, 2, 3, 1}));
+  const float* gp = gyd.const_data_ptr<float>();
+  const float* wpp = wp.const_data_ptr<float>();
+  float* gxp = gx.mutable_data_ptr<float>();
+  const int64_t terms = cog * kk;
+  parallel_tasks(s.N * s.H_in * s.groups, grain(s.W_in * terms * px), [&](int64_t t0, int64_t t1) {
+    std::vector<const float*> wt(terms), gt(terms), gtp(terms);
+    std::vector<float> out(P * px);
+    for (int64_t task = t0; task < t1; ++task) {
+      const int64_t g = task % s.groups, ih = (task / s.groups) % s.H_in, n = task / (s.groups * s.H_in);
+      int64_t T = 0;  // the row's terms: (co, kh) rows of gy inside it, every kw
+      for (int64_t co = 0; co < cog; ++co)
+        for (int64_t kh = 0; kh < s.kH; ++kh) {
+          const int64_t oh = ih * s.sH - s.pH + kh * s.dH;
+          if (oh < 0 || oh >= s.H_out) continue;
+          const float* row = gp + ((n * s.C_out + g * cog + co) * s.H_out + oh) * s.sW * Wd;
+          for (int64_t kw = 0; kw < s.kW; ++kw, ++T) {
+            const int64_t c = kw * s.dW;
+            gt[T] = row + (c % s.sW) * Wd + c / s.sW;
+            wt[T] = wpp + ((g * cog + co) * kk + kh * s.kW + kw) * px;
+          }
+        }
+      float* gxrow = gxp + (n * s.H_in + ih) * s.W_in * s.C_in + g * cig;
+      for (int64_t iw0 = 0; iw0 < s.W_in; iw0 += P) {
+        const int64_t p = s.W_in - iw0 >= P ? P : 1, count = std::min(P, s.W_in - iw0);
+        for (int64_t i = 0; i < count; i += p) {
+          for (int64_t e = 0; e < T; ++e) gtp[e] = gt[e] + iw0 + i;
+          for (int64_t v0 = 0; v0 < vectors; v0 += CVB) {
+            for (int64_t e = 0; e < T; ++e) wt[e] += v0 * L;
+            const ChanAxpy a{wt.data(), gtp.data(), T, out.data() + v0 * L, px};
+            pick_axpy(std::min(CVB, vectors - v0), p)(a);
+            for (int64_t e = 0; e < T; ++e) wt[e] -= v0 * L;
+          }
+          for (int64_t q = 0; q < p; ++q)
+            std::memcpy(gxrow + (iw0 + i + q) * s.C_in, out.data() + q * px, cig * sizeof(float));
+        }
+      }
+    }
+  });
+}
+}  // namespace
+
 // ---- grad_input ------------------------------------------------------------------------------------------
 void direct_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx) {
   begin_call();
+  // channels_last gx with at least half a vector of input channels per group: vectorised along them.
+  if (!gx.is_contiguous() && 2 * s.cin_per_group() >= lanes())
+    return nhwc_grad_input(s, gy, w, gx);
   const int64_t cig = s.cin_per_group(), cog = s.cout_per_group(), kk = s.kH * s.kW;
   // Channel blocks of CB input channels: 8 with AVX-512 (16 accumulators of the 32 registers, each gy
   // load feeding 8 FMAs), else 4. A block's last, partial part runs as sub-blocks of at most 4.

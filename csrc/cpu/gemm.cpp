@@ -33,9 +33,12 @@ at::Tensor columns_of(const at::Tensor& t, const Chunk& c, int64_t c0, int64_t c
 template <typename scalar_t>
 void deinterleave_impl(const ConvT2dShape& s, const scalar_t* src, bool nhwc, int64_t Wd, scalar_t* dst) {
   const int64_t rows = s.N * s.C_out * s.H_out, step = s.sW * (nhwc ? s.C_out : 1);
+  // Rows in the order of gy's memory: (n, co, oh) for NCHW; (n, oh, co) for channels_last, so that a task's
+  // rows share the W_out x C_out block of gy they read (cache lines) instead of striding through all of gy.
   parallel_tasks(rows, std::max<int64_t>(1, 16384 / (s.sW * Wd)), [&](int64_t r0, int64_t r1) {
-    for (int64_t row = r0; row < r1; ++row) {
-      const int64_t oh = row % s.H_out, co = (row / s.H_out) % s.C_out, n = row / (s.H_out * s.C_out);
+    for (int64_t t = r0; t < r1; ++t) {
+      const int64_t co = nhwc ? t % s.C_out : (t / s.H_out) % s.C_out, oh = nhwc ? (t / s.C_out) % s.H_out : t % s.H_out;
+      const int64_t n = t / (s.H_out * s.C_out), row = (n * s.C_out + co) * s.H_out + oh;
       const scalar_t* base = nhwc ? src + ((n * s.H_out + oh) * s.W_out) * s.C_out + co : src + row * s.W_out;
       for (int64_t r = 0; r < s.sW; ++r) {
         scalar_t* d = dst + (row * s.sW + r) * Wd;
