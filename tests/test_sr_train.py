@@ -97,6 +97,24 @@ def test_cli_train_diagnostics_and_shrinks(tmp_path):
         assert all(np.isfinite(v) and v > 0 for v in vals), d
 
 
+def test_train_loss_option(tmp_path, monkeypatch):
+    # --loss l1 trains on nn.functional.l1_loss (and logs no train_psnr, which is an MSE reading); mse is the default
+    from deconv_ext import cli
+    calls = {"l1": 0, "mse": 0}
+    l1, mse = torch.nn.functional.l1_loss, torch.nn.functional.mse_loss
+    monkeypatch.setattr(torch.nn.functional, "l1_loss", lambda *a, **k: (calls.__setitem__("l1", calls["l1"] + 1), l1(*a, **k))[1])
+    monkeypatch.setattr(torch.nn.functional, "mse_loss", lambda *a, **k: (calls.__setitem__("mse", calls["mse"] + 1), mse(*a, **k))[1])
+    base = ["sr", "train", "--steps", "3", "--scale", "2", "--preset", "fsrcnn-s", "--batch", "2", "--patch", "8",
+            "--device", "cpu", "--threads", "1", "--quiet", "--eval-every", "0", "--log-every", "1"]
+    assert cli.main(base + ["--out", str(tmp_path / "l1"), "--loss", "l1"]) in (0, None)
+    assert calls == {"l1": 3, "mse": 0}
+    log = (tmp_path / "l1" / "train.log").read_text()
+    assert "step 3 loss" in log and "train_psnr" not in log
+    assert cli.main(base + ["--out", str(tmp_path / "mse")]) in (0, None)
+    assert calls == {"l1": 3, "mse": 3}
+    assert "train_psnr" in (tmp_path / "mse" / "train.log").read_text()
+
+
 def test_cli_train_rejects_bad_shrinks(tmp_path):
     cmd = [sys.executable, "-m", "deconv_ext", "sr", "train", "--steps", "1", "--preset", "fsrcnn-s", "--batch", "2",
            "--patch", "8", "--device", "cpu", "--out", str(tmp_path / "r"), "--quiet", "--shrinks", "1,1.2"]
