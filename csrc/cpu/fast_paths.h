@@ -6,8 +6,9 @@
 //     channels. Register-blocked strips of outputs along W, one phase (ow + pW) mod sW at a time, so the
 //     inputs of a strip are contiguous; vectorised with GCC vector extensions, AVX-512 (16 lanes) / AVX2 /
 //     baseline (8 lanes) variants picked at run time (cpu_isa()). channels_last images are read (x while
-//     building the padded copy or row buffers, gy while deinterleaving) and written (y, gx: strip stores
-//     with NHWC strides) as they are.
+//     building the padded copy or row buffers, gy while deinterleaving) and written (y: strip stores with
+//     NHWC strides) as they are; with at least half a vector of input channels per group, their grad_input
+//     and grad_weight are vectorised along those channels instead (whole NHWC pixels read and written).
 //   gemm: float32/float64, any channel counts (the natural choice past the direct path): the GEMM
 //     formulation, forward Z = W^T X then col2im, grad_input = W im2col(gy), grad_weight = X im2col(gy)^T.
 //     float32 (and native bfloat16) run it tiled (gemm_tiles.cpp): oneDNN's BRGEMM micro-kernel, exported

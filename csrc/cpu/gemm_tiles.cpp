@@ -29,10 +29,10 @@
 #include <ATen/ops/zeros.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <string>
-#include <cstdint>
 #include <type_traits>
 #include <vector>
 
@@ -603,7 +603,6 @@ void tiled_nhwc_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const a
     gw.narrow(0, g * cig, cig).view({cig, cog, kk}).copy_(acc.view({cig, kk, cog}).transpose(1, 2));
   }
 }
-
 
 // ---- forward by output phase (NCHW and channels_last) -----------------------------------------------------
 // The forward as one GEMM per output phase instead of a GEMM and a col2im scatter: the outputs
