@@ -302,6 +302,7 @@ CL_BACKWARD = [
     Case("cl_gw_groups", 2, 24, 4, 5, 9, 4, 2, 1, groups=2),
     Case("cl_gw_dilated", 1, 20, 2, 6, 13, (3, 5), (1, 3), (2, 1), (0, 2), dilation=(2, 3)),
     Case("cl_gw_wide_cin", 1, 72, 1, 5, 6, 3, 2, 1, 1),      # 72 channels: blocks of 4 vectors and a rest
+    Case("cl_gw_many_images", 70, 16, 2, 3, 4, 3, 2, 1, 1),  # 70 row blocks: tasks take runs of them
     Case("cl_gw_depthwise", 2, 12, 12, 6, 6, 3, 2, 1, 1, groups=12),
 ]
 

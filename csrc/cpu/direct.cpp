@@ -641,11 +641,11 @@ void direct_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Te
 
 // ---- grad_weight of channels_last x ------------------------------------------------------------------------
 // Vectorised along the input channels (ChanDot) instead of along iw: x is read as it is, one pixel's
-// channels at a time, with no transposed copy. Tasks: (group, chunk of about 256 KB of x rows of one image),
-// a chunk copied once (channels zero-padded to whole vectors) and then swept by every (output channel, kh,
-// channel block, tap block) from L2; each task sums into its own partial grad_weight, and the partials are
-// added in chunk order at the end. The chunks depend on the shape only: the result does not depend on the
-// thread count.
+// channels at a time, with no transposed copy. x is cut into blocks of about 256 KB of rows of one image,
+// each copied once if needed (channels zero-padded to whole vectors) and then swept from L2 by every (output
+// channel, kh, channel block, tap block). Tasks: (group, run of blocks), each summing its blocks into its
+// own partial grad_weight; the partials are added in task order at the end. The blocks and the tasks depend
+// on the shape only: the result does not depend on the thread count.
 namespace {
 void nhwc_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw) {
   const int64_t cig = s.cin_per_group(), cog = s.cout_per_group(), kk = s.kH * s.kW, L = lanes();
@@ -656,8 +656,11 @@ void nhwc_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Ten
   std::vector<int64_t> soff(s.kW);
   for (int64_t kw = 0; kw < s.kW; ++kw) soff[kw] = (kw * s.dW % s.sW) * Wd + kw * s.dW / s.sW;
   const auto gyd = deinterleave_columns(s, gy, Wd);
+  // Blocks of RB rows of one image (~256 KB of x) are swept from L2; each task takes a run of blocks and
+  // sums into one partial, at most 64 tasks in all (or one per group), which bounds the partials' memory.
   const int64_t RB = std::clamp<int64_t>(65536 / std::max<int64_t>(1, s.W_in * px), 1, s.H_in);
-  const int64_t per_image = (s.H_in + RB - 1) / RB, chunks = s.N * per_image, tasks = s.groups * chunks;
+  const int64_t per_image = (s.H_in + RB - 1) / RB, blocks = s.N * per_image;
+  const int64_t chunks = std::clamp<int64_t>(64 / s.groups, 1, std::max<int64_t>(1, blocks)), tasks = s.groups * chunks;
   const int64_t part_size = cog * kk * px;
   std::vector<float> partial(tasks * part_size);
   const float* gp = gyd.const_data_ptr<float>();
@@ -668,30 +671,32 @@ void nhwc_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Ten
     std::vector<float> xb(in_place ? 0 : RB * s.W_in * px, 0.f);
     std::vector<const float*> grow(RB);
     for (int64_t task = t0; task < t1; ++task) {
-      const int64_t g = task / chunks, n = (task % chunks) / per_image, i0 = (task % per_image) * RB;
-      const int64_t R = std::min(RB, s.H_in - i0);
-      const float* rows = xp + (n * s.H_in + i0) * s.W_in * s.C_in;
-      if (!in_place) {
-        for (int64_t p = 0; p < R * s.W_in; ++p)  // pixel p of the chunk; channels past cig stay zero
-          std::memcpy(xb.data() + p * px, rows + p * s.C_in + g * cig, cig * sizeof(float));
-        rows = xb.data();
-      }
+      const int64_t g = task / chunks, c = task % chunks;
       float* part = partial.data() + task * part_size;
       std::fill(part, part + part_size, 0.f);
-      for (int64_t col = 0; col < cog; ++col)
-        for (int64_t kh = 0; kh < s.kH; ++kh) {
-          for (int64_t r = 0; r < R; ++r) {
-            const int64_t oh = (i0 + r) * s.sH - s.pH + kh * s.dH;
-            grow[r] = oh < 0 || oh >= s.H_out ? nullptr : gp + ((n * s.C_out + g * cog + col) * s.H_out + oh) * s.sW * Wd;
-          }
-          for (int64_t v0 = 0; v0 < vectors; v0 += CVB)
-            for (int64_t b = 0; b < nb; ++b) {
-              const int64_t cv = std::min(CVB, vectors - v0), kw0 = b * TB, tb = std::min(TB, s.kW - kw0);
-              const ChanDot a{rows + v0 * L, grow.data(), R, s.W_in, px, s.W_in * px, soff.data() + kw0,
-                              part + ((col * s.kH + kh) * s.kW + kw0) * px + v0 * L, px};
-              pick_chan(cv, tb)(a);
-            }
+      for (int64_t blk = c * blocks / chunks; blk < (c + 1) * blocks / chunks; ++blk) {
+        const int64_t n = blk / per_image, i0 = (blk % per_image) * RB, R = std::min(RB, s.H_in - i0);
+        const float* rows = xp + (n * s.H_in + i0) * s.W_in * s.C_in;
+        if (!in_place) {
+          for (int64_t p = 0; p < R * s.W_in; ++p)  // pixel p of the block; channels past cig stay zero
+            std::memcpy(xb.data() + p * px, rows + p * s.C_in + g * cig, cig * sizeof(float));
+          rows = xb.data();
         }
+        for (int64_t col = 0; col < cog; ++col)
+          for (int64_t kh = 0; kh < s.kH; ++kh) {
+            for (int64_t r = 0; r < R; ++r) {
+              const int64_t oh = (i0 + r) * s.sH - s.pH + kh * s.dH;
+              grow[r] = oh < 0 || oh >= s.H_out ? nullptr : gp + ((n * s.C_out + g * cog + col) * s.H_out + oh) * s.sW * Wd;
+            }
+            for (int64_t v0 = 0; v0 < vectors; v0 += CVB)
+              for (int64_t b = 0; b < nb; ++b) {
+                const int64_t cv = std::min(CVB, vectors - v0), kw0 = b * TB, tb = std::min(TB, s.kW - kw0);
+                const ChanDot a{rows + v0 * L, grow.data(), R, s.W_in, px, s.W_in * px, soff.data() + kw0,
+                                part + ((col * s.kH + kh) * s.kW + kw0) * px + v0 * L, px};
+                pick_chan(cv, tb)(a);
+              }
+          }
+      }
     }
   });
   float* gwp = gw.mutable_data_ptr<float>();
