@@ -35,6 +35,9 @@ BLOCKS = [
     Case("whole_vectors", 2, 5, 2, 3, 32, 9, 2, 4, 1),
     Case("row_blocks", 2, 8, 1, 20, 70, 9, 3, 4, 2),
     Case("gemm_chunks", 2, 3, 8, 40, 41, 9, 2, 4, 1),  # column buffer above 1M: chunks of rows of one image
+    Case("strips_of_3", 1, 8, 1, 3, 48, 9, 2, 4, 1),    # forward phase rows of 48: strips of 3 (or 6) vectors
+    Case("strips_of_6", 1, 6, 1, 2, 192, 9, 4, 4, 3),   # 192 outputs per phase: 2 strips of 6 (AVX-512)
+    Case("two_channel_strips_of_3", 1, 4, 2, 2, 96, 5, 2, 2, 1),
 ]
 CASES = GRID + BLOCKS + RANDOM_FEW + RANDOM_BLOCKS + RANDOM_MANY
 
