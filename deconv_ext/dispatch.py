@@ -9,6 +9,9 @@ the ISA after the colon), "gemm" (float32/float64), "generic" (every dtype). All
 configuration take the same path. A forced path that cannot serve a call (direct for float64, gemm for
 bfloat16, direct with many output channels) is not taken; cpu_path() tells what is. The environment
 variables DECONV_EXT_CPU_PATH and DECONV_EXT_CPU_ISA do the same as forced() for a whole process.
+With no path forced, direct-path configurations with 16+ input channels per group run some ops on the
+gemm kernels where those are faster: the forward of narrow images (cpu_path then reads e.g.
+"direct:avx512 (forward: gemm)"), and with native bfloat16 GEMMs every NCHW bfloat16 op ("gemm:avx512_bf16").
 The gemm path's forward has two formulations (GEMM + col2im "scatter", or one GEMM per output "phase"),
 picked by channel counts; forced(gemm_forward=...) or DECONV_EXT_CPU_GEMM_FORWARD forces one.
 
@@ -44,7 +47,8 @@ def _args(input, weight, stride, padding, output_padding, groups, dilation):
 
 def cpu_path(input, weight, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """The CPU path (e.g. "direct:avx512", "gemm", "generic") of conv_transpose2d with these arguments and
-    of its gradients. Only shapes, dtypes and the overrides matter: meta tensors are fine."""
+    of its gradients; "direct:avx512 (forward: gemm)" when the forward alone runs on the gemm kernels. Only
+    shapes, dtypes, the input's layout and the overrides matter: meta tensors are fine."""
     return torch.ops.deconv_ext._cpu_path(*_args(input, weight, stride, padding, output_padding, groups, dilation))
 
 

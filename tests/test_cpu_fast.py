@@ -339,6 +339,42 @@ def test_channels_last_backward_is_bitwise_the_same_for_any_thread_count():
         assert torch.equal(one[op_name], two[op_name]), op_name
 
 
+# With no path forced, direct-path configurations with 16+ input channels per group run the forward of
+# narrow images (W_in < 128) on the tiled gemm kernels, and with native bfloat16 GEMMs every NCHW bfloat16
+# op (direct_on_tiles in csrc/cpu/conv_transpose2d.cpp). The path query says so, and the results hold.
+ON_TILES = [
+    Case("narrow_sr_patches", 3, 24, 1, 9, 20, 9, 3, 4, 2),     # forward on the tiles
+    Case("narrow_rgb", 2, 16, 3, 7, 11, 4, 2, 1),
+    Case("few_channels", 2, 8, 1, 6, 9, 9, 2, 4, 1),            # 8 input channels: direct
+    Case("wide", 1, 16, 1, 3, 130, 5, 2, 2, 1),                 # W_in 130: direct (bfloat16 NCHW: tiles)
+]
+
+
+def _expected_route(case, dtype, layout):
+    nhwc = layout == "channels_last"
+    if case.C_in < 16:
+        return "direct", "direct"
+    if dtype == torch.bfloat16 and BF16_NATIVE and not nhwc:
+        return "gemm", "gemm"
+    return "direct", "gemm" if case.W < 128 and "avx2" in ISAS else "direct"  # the tiles need AVX2 or up
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("case", ON_TILES, ids=str)
+def test_direct_shapes_on_tiles_when_faster(case, dtype, layout, monkeypatch):
+    monkeypatch.delenv("DECONV_EXT_CPU_PATH", raising=False)
+    x, w, b, gy = case.tensors(dtype, seed=15, layout=layout)
+    taken = dispatch.cpu_path(x, w, **case.params)
+    ops_path, forward_path = _expected_route(case, dtype, layout)
+    assert taken.split(":")[0] == ops_path, taken
+    assert ("(forward: " + forward_path) in taken if forward_path != ops_path else "(forward" not in taken, taken
+    Reference(x, w, b, gy, **case.params).check_all(run_ops(x, w, b, gy, case), context=f" [{case}, {taken}]")
+    with dispatch.forced(path="direct"):  # forcing a path keeps every op on it
+        assert dispatch.cpu_path(x, w, **case.params).startswith("direct:")
+        assert "(forward" not in dispatch.cpu_path(x, w, **case.params)
+
+
 def test_direct_path_reads_channels_last_x_as_it_is():
     # The direct path builds its padded copy of x straight from NHWC (grad_weight with one output channel:
     # small row buffers instead): no layout conversion of x.

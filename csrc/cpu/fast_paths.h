@@ -21,6 +21,9 @@
 //     elements). channels_last images take the same formulation with pixels as rows, no layout
 //     conversion (tiled_nhwc_* in gemm_tiles.cpp, or gemm_nhwc.cpp).
 //   generic (conv_transpose2d.cpp): plain loops, every dtype.
+// Unless a path is forced, direct-path configurations with 16+ input channels per group hand some ops to the
+// tiled gemm kernels, where those are faster (direct_on_tiles in conv_transpose2d.cpp): the forward of narrow
+// images, and with native bfloat16 GEMMs every NCHW bfloat16 op.
 // float16 and bfloat16 take the path float32 would (direct or gemm), on operands widened to float32 and
 // a float32 result rounded once at the end (conv_transpose2d.cpp); forced to generic, they run natively.
 // Exception: bfloat16 on the gemm path reads its operands as they are when the CPU has AVX512-BF16 and the
@@ -71,6 +74,8 @@ const char* path_name(Path p);
 // The path of a call: the natural one (use_direct, then use_gemm, else generic) unless
 // DECONV_EXT_CPU_PATH names another path that can serve it.
 Path choose_path(const ConvT2dShape& s, at::ScalarType t);
+// Whether DECONV_EXT_CPU_PATH names a path (anything but unset, empty or "auto").
+bool path_forced();
 
 // Vector ISA of the direct kernels for the next call: 2 = AVX-512, 1 = AVX2+FMA, 0 = baseline;
 // the CPU's best, capped by DECONV_EXT_CPU_ISA. cpu_isa_available(l): whether this CPU has level l.
