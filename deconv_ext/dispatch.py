@@ -36,6 +36,7 @@ CUDA_PATHS = ("simt", "gemm", "subpixel")
 GEMM_FORWARDS = ("scatter", "phase")
 _ENV = {"path": "DECONV_EXT_CPU_PATH", "isa": "DECONV_EXT_CPU_ISA", "cuda_path": "DECONV_EXT_CUDA_PATH",
         "gemm_forward": "DECONV_EXT_CPU_GEMM_FORWARD"}
+_CHOICES = {"path": CPU_PATHS, "isa": CPU_ISAS, "cuda_path": CUDA_PATHS, "gemm_forward": GEMM_FORWARDS}
 
 
 def _args(input, weight, stride, padding, output_padding, groups, dilation):
@@ -74,17 +75,14 @@ def forced(path=None, isa=None, cuda_path=None, gemm_forward=None):
     the direct kernels use `isa` (one of CPU_ISAS, or "auto"; capped at what the CPU has); the gemm path's
     tiled forward runs as `gemm_forward` (one of GEMM_FORWARDS, or "auto"); CUDA calls take `cuda_path`
     (one of CUDA_PATHS or "auto"). Not thread-safe: it sets the process environment."""
-    if path is not None and path not in CPU_PATHS + ("auto",):
-        raise ValueError(f"forced: expected path to be one of {CPU_PATHS + ('auto',)}, got {path!r}")
-    if isa is not None and isa not in CPU_ISAS + ("auto",):
-        raise ValueError(f"forced: expected isa to be one of {CPU_ISAS + ('auto',)}, got {isa!r}")
-    if cuda_path is not None and cuda_path not in CUDA_PATHS + ("auto",):
-        raise ValueError(f"forced: expected cuda_path to be one of {CUDA_PATHS + ('auto',)}, got {cuda_path!r}")
-    if gemm_forward is not None and gemm_forward not in GEMM_FORWARDS + ("auto",):
-        raise ValueError(f"forced: expected gemm_forward to be one of {GEMM_FORWARDS + ('auto',)}, got {gemm_forward!r}")
+    values = {"path": path, "isa": isa, "cuda_path": cuda_path, "gemm_forward": gemm_forward}
+    for key, value in values.items():
+        allowed = _CHOICES[key] + ("auto",)
+        if value is not None and value not in allowed:
+            raise ValueError(f"forced: expected {key} to be one of {allowed}, got {value!r}")
     saved = {k: os.environ.get(v) for k, v in _ENV.items()}
     try:
-        for key, value in (("path", path), ("isa", isa), ("cuda_path", cuda_path), ("gemm_forward", gemm_forward)):
+        for key, value in values.items():
             if value is not None:
                 os.environ[_ENV[key]] = value
         yield

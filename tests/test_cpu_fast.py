@@ -72,6 +72,19 @@ def _check_on_path(case, dtype, path, seed=0, layout="contiguous"):
     return taken
 
 
+def _at_thread_counts(fn, *counts):
+    """[fn() at each torch thread count in `counts`], the thread count restored afterwards."""
+    old = torch.get_num_threads()
+    try:
+        results = []
+        for count in counts:
+            torch.set_num_threads(count)
+            results.append(fn())
+        return results
+    finally:
+        torch.set_num_threads(old)
+
+
 DTYPE_IDS = {torch.float32: "f32", torch.float64: "f64", torch.bfloat16: "bf16", torch.float16: "f16"}
 
 
@@ -222,15 +235,8 @@ def test_gemm_forward_formulations(case, dtype, forward, layout):
 def test_gemm_forward_formulations_agree_bitwise_across_threads():
     case = PHASE_CASES[-1]
     x, w, b, gy = case.tensors(torch.float32, seed=12)
-    threads = torch.get_num_threads()
-    try:
-        with dispatch.forced(path="gemm", gemm_forward="phase"):
-            torch.set_num_threads(1)
-            one = deconv_ext.conv_transpose2d(x, w, b, **case.params)
-            torch.set_num_threads(2)
-            two = deconv_ext.conv_transpose2d(x, w, b, **case.params)
-    finally:
-        torch.set_num_threads(threads)
+    with dispatch.forced(path="gemm", gemm_forward="phase"):
+        one, two = _at_thread_counts(lambda: deconv_ext.conv_transpose2d(x, w, b, **case.params), 1, 2)
     assert torch.equal(one, two)
 
 
@@ -250,15 +256,8 @@ def test_gemm_without_mkldnn(dtype, layout):
 def test_bf16_native_gemm_is_bitwise_the_same_for_any_thread_count(layout):
     case = BF16_CASES[1]
     x, w, b, gy = case.tensors(torch.bfloat16, seed=9, layout=layout)
-    threads = torch.get_num_threads()
-    try:
-        with dispatch.forced(path="gemm"):
-            torch.set_num_threads(1)
-            one = run_ops(x, w, b, gy, case)
-            torch.set_num_threads(2)
-            two, again = run_ops(x, w, b, gy, case), run_ops(x, w, b, gy, case)
-    finally:
-        torch.set_num_threads(threads)
+    with dispatch.forced(path="gemm"):
+        one, two, again = _at_thread_counts(lambda: run_ops(x, w, b, gy, case), 1, 2, 2)
     for op_name in one:
         assert torch.equal(one[op_name], two[op_name]) and torch.equal(two[op_name], again[op_name]), op_name
 
@@ -326,15 +325,8 @@ def test_channels_last_backward_on_direct(case, isa):
 def test_channels_last_backward_is_bitwise_the_same_for_any_thread_count():
     case = CL_BACKWARD[2]
     x, w, b, gy = case.tensors(torch.float32, seed=14, layout="channels_last")
-    threads = torch.get_num_threads()
-    try:
-        with dispatch.forced(path="direct"):
-            torch.set_num_threads(1)
-            one = run_ops(x, w, b, gy, case)
-            torch.set_num_threads(2)
-            two = run_ops(x, w, b, gy, case)
-    finally:
-        torch.set_num_threads(threads)
+    with dispatch.forced(path="direct"):
+        one, two = _at_thread_counts(lambda: run_ops(x, w, b, gy, case), 1, 2)
     for op_name in one:
         assert torch.equal(one[op_name], two[op_name]), op_name
 
@@ -445,14 +437,8 @@ def test_bitwise_run_to_run_and_across_threads(case, path):
     dtype = torch.float32 if _serves(path, case, torch.float32) else torch.float64
     if not _serves(path, case, dtype):
         pytest.skip(f"the {path} path does not serve this case")
-    old = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = _all_results(case, dtype)
-        torch.set_num_threads(max(2, old))
-        many, again = _all_results(case, dtype), _all_results(case, dtype)
-    finally:
-        torch.set_num_threads(old)
+    many_threads = max(2, torch.get_num_threads())
+    one, many, again = _at_thread_counts(lambda: _all_results(case, dtype), 1, many_threads, many_threads)
     for a, b in zip(many, again):
         assert torch.equal(a, b)
     # gemm: float32 NCHW runs the tiled kernels (csrc/cpu/gemm_tiles.cpp), whose task partition depends on the

@@ -155,8 +155,9 @@ at::Tensor operand(const at::Tensor& t, bool native) { return native ? t : widen
 //   - with the CPU's bfloat16 dot products, every NCHW bfloat16 op: the direct kernels run on float32
 //     copies. FSRCNN x2 fwd went from 9.2 to 5.6 ms and bwd from 9.8 to 8.8 ms; the RGB layer fwd from 6.2 to
 //     3.0 ms. Not for channels_last, whose direct backward (vectorised along the channels) is faster.
+// (For a configuration whose path is direct.)
 bool direct_on_tiles(const ConvT2dShape& s, at::ScalarType t, bool nhwc, bool forward) {
-  if (cpu::path_forced() || cpu::choose_path(s, t) != cpu::Path::direct || s.cin_per_group() < 16) return false;
+  if (cpu::path_forced() || s.cin_per_group() < 16) return false;
   if (!nhwc && t == at::kBFloat16 && cpu::bf16_gemm_available()) return true;
   return forward && s.W_in < 128 && cpu::use_tiles(at::kFloat);
 }
@@ -329,8 +330,8 @@ Path choose_path(const ConvT2dShape& s, at::ScalarType t) {
   // The half types take the float32 paths on widened operands (see the launchers).
   const at::ScalarType k = (t == at::kHalf || t == at::kBFloat16) ? at::kFloat : t;
   const Path natural = use_direct(s, k) ? Path::direct : use_gemm(s, k) ? Path::gemm : Path::generic;
+  if (!path_forced()) return natural;
   const char* forced = std::getenv("DECONV_EXT_CPU_PATH");
-  if (forced == nullptr || *forced == 0 || std::strcmp(forced, "auto") == 0) return natural;
   if (std::strcmp(forced, "generic") == 0) return Path::generic;
   if (std::strcmp(forced, "direct") == 0) return use_direct(s, k) ? Path::direct : natural;
   if (std::strcmp(forced, "gemm") == 0) return (k == at::kFloat || k == at::kDouble) ? Path::gemm : natural;

@@ -209,12 +209,11 @@ DECONV_ALWAYS_INLINE void dot_body(const DotRows& a) {
 // Vectorised along the input channels, which are contiguous in an NHWC pixel: for each pixel of R rows,
 // CV vectors of x times TB gy values (broadcast), in registers. Each x load feeds TB FMAs, each gy value CV.
 struct ChanDot {
-  const float* x;          // R rows of W pixels, `px` floats per pixel (channels zero-padded), `row` per row
+  const float* x;          // R rows of W pixels, `px` floats per pixel (channels zero-padded)
   const float* const* gy;  // R deinterleaved gy rows; nullptr: that row is outside gy (skipped)
-  int64_t R, W, px, row;
+  int64_t R, W, px;
   const int64_t* soff;     // TB offsets into the gy rows
-  float* acc;              // TB taps x CV vectors, taps `tstride` floats apart; read and updated
-  int64_t tstride;
+  float* acc;              // TB taps x CV vectors, taps `px` floats apart; read and updated
 };
 
 template <typename VT, int CV, int TB>
@@ -224,13 +223,13 @@ DECONV_ALWAYS_INLINE void chan_dot_body(const ChanDot& a) {
 #pragma GCC unroll 8
   for (int t = 0; t < TB; ++t)
 #pragma GCC unroll 8
-    for (int c = 0; c < CV; ++c) acc[t][c] = loadv<VT>(a.acc + t * a.tstride + c * kL);
+    for (int c = 0; c < CV; ++c) acc[t][c] = loadv<VT>(a.acc + t * a.px + c * kL);
   int64_t so[TB];
   for (int t = 0; t < TB; ++t) so[t] = a.soff[t];
   for (int64_t r = 0; r < a.R; ++r) {
     const float* gr = a.gy[r];
     if (gr == nullptr) continue;
-    const float* xr = a.x + r * a.row;
+    const float* xr = a.x + r * a.W * a.px;
     for (int64_t i = 0; i < a.W; ++i) {
       VT xv[CV];
 #pragma GCC unroll 8
@@ -246,16 +245,16 @@ DECONV_ALWAYS_INLINE void chan_dot_body(const ChanDot& a) {
 #pragma GCC unroll 8
   for (int t = 0; t < TB; ++t)
 #pragma GCC unroll 8
-    for (int c = 0; c < CV; ++c) std::memcpy(a.acc + t * a.tstride + c * kL, &acc[t][c], sizeof(VT));
+    for (int c = 0; c < CV; ++c) std::memcpy(a.acc + t * a.px + c * kL, &acc[t][c], sizeof(VT));
 }
 
 // ---- channels_last grad_input micro-kernel: P pixels x CV vectors of input channels ------------------
 // gx[pixel, channels] = sum over T (output channel, tap) of W[channels, co, tap] * gy value: for each of the
 // T terms, CV weight vectors (reused by the P pixels) times P broadcast gy values, in registers.
 struct ChanAxpy {
-  const float* const* w;   // T pointers to CV weight vectors (channels contiguous)
-  const float* const* gy;  // T pointers to the gy values of the P pixels (consecutive)
-  int64_t T;
+  const float* const* w;   // T pointers to weight vectors (channels contiguous); the CV used start at + woff
+  const float* const* gy;  // T pointers to gy rows; the P pixels' values (consecutive) start at + goff
+  int64_t T, woff, goff;
   float* out;              // P x CV vectors, pixels `px` floats apart (written)
   int64_t px;
 };
@@ -269,8 +268,8 @@ DECONV_ALWAYS_INLINE void chan_axpy_body(const ChanAxpy& a) {
 #pragma GCC unroll 8
     for (int c = 0; c < CV; ++c) acc[p][c] = VT{};
   for (int64_t t = 0; t < a.T; ++t) {
-    const float* wt = a.w[t];
-    const float* gt = a.gy[t];
+    const float* wt = a.w[t] + a.woff;
+    const float* gt = a.gy[t] + a.goff;
     VT wv[CV];
 #pragma GCC unroll 8
     for (int c = 0; c < CV; ++c) wv[c] = loadv<VT>(wt + c * kL);
@@ -553,7 +552,7 @@ void nhwc_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tens
   float* gxp = gx.mutable_data_ptr<float>();
   const int64_t terms = cog * kk;
   parallel_tasks(s.N * s.H_in * s.groups, grain(s.W_in * terms * px), [&](int64_t t0, int64_t t1) {
-    std::vector<const float*> wt(terms), gt(terms), gtp(terms);
+    std::vector<const float*> wt(terms), gt(terms);
     std::vector<float> out(P * px);
     for (int64_t task = t0; task < t1; ++task) {
       const int64_t g = task % s.groups, ih = (task / s.groups) % s.H_in, n = task / (s.groups * s.H_in);
@@ -570,19 +569,14 @@ void nhwc_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tens
           }
         }
       float* gxrow = gxp + (n * s.H_in + ih) * s.W_in * s.C_in + g * cig;
-      for (int64_t iw0 = 0; iw0 < s.W_in; iw0 += P) {
-        const int64_t p = s.W_in - iw0 >= P ? P : 1, count = std::min(P, s.W_in - iw0);
-        for (int64_t i = 0; i < count; i += p) {
-          for (int64_t e = 0; e < T; ++e) gtp[e] = gt[e] + iw0 + i;
-          for (int64_t v0 = 0; v0 < vectors; v0 += CVB) {
-            for (int64_t e = 0; e < T; ++e) wt[e] += v0 * L;
-            const ChanAxpy a{wt.data(), gtp.data(), T, out.data() + v0 * L, px};
-            pick_axpy(std::min(CVB, vectors - v0), p)(a);
-            for (int64_t e = 0; e < T; ++e) wt[e] -= v0 * L;
-          }
-          for (int64_t q = 0; q < p; ++q)
-            std::memcpy(gxrow + (iw0 + i + q) * s.C_in, out.data() + q * px, cig * sizeof(float));
+      for (int64_t iw = 0, p; iw < s.W_in; iw += p) {
+        p = s.W_in - iw >= P ? P : 1;  // P pixels at a time, the last few one by one
+        for (int64_t v0 = 0; v0 < vectors; v0 += CVB) {
+          const ChanAxpy a{wt.data(), gt.data(), T, v0 * L, iw, out.data() + v0 * L, px};
+          pick_axpy(std::min(CVB, vectors - v0), p)(a);
         }
+        for (int64_t q = 0; q < p; ++q)
+          std::memcpy(gxrow + (iw + q) * s.C_in, out.data() + q * px, cig * sizeof(float));
       }
     }
   });
@@ -708,8 +702,8 @@ void nhwc_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Ten
             for (int64_t v0 = 0; v0 < vectors; v0 += CVB)
               for (int64_t b = 0; b < nb; ++b) {
                 const int64_t cv = std::min(CVB, vectors - v0), kw0 = b * TB, tb = std::min(TB, s.kW - kw0);
-                const ChanDot a{rows + v0 * L, grow.data(), R, s.W_in, px, s.W_in * px, soff.data() + kw0,
-                                part + ((col * s.kH + kh) * s.kW + kw0) * px + v0 * L, px};
+                const ChanDot a{rows + v0 * L, grow.data(), R, s.W_in, px, soff.data() + kw0,
+                                part + ((col * s.kH + kh) * s.kW + kw0) * px + v0 * L};
                 pick_chan(cv, tb)(a);
               }
           }

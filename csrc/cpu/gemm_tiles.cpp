@@ -641,14 +641,26 @@ std::vector<PhaseBlock> phase_blocks(const std::vector<PhaseDim>& hs, const std:
   return blocks;
 }
 
-// Calls f(q, v0, v1, j) for the runs of phase rows that pixels [j0, j0 + count) of a phase (cw columns) cover.
-template <typename F>
-void for_each_phase_run(int64_t cw, int64_t j0, int64_t count, const F& f) {
-  for (int64_t j = 0; j < count;) {
-    const int64_t q = (j0 + j) / cw, v = (j0 + j) % cw, run = std::min(count - j, cw - v);
-    f(q, v, v + run, j);
+// Task t of a phase kernel (tasks: image-major, then the blocks): its image, phases and pixel count, and in
+// `runs` the block's pixels as runs along phase rows -- Run{q, v0, v1, j}: phase row q (ph.first-based, as
+// the phase's outputs are), phase columns [v0, v1), the run's first pixel j within the block.
+struct PhaseTask {
+  int64_t n, nb;
+  const PhaseDim &ph, &pw;
+};
+PhaseTask phase_task(const std::vector<PhaseDim>& hs, const std::vector<PhaseDim>& ws,
+                     const std::vector<PhaseBlock>& blocks, int64_t NB, int64_t t, std::vector<Run>& runs) {
+  const int64_t nblocks = blocks.size();
+  const PhaseBlock& blk = blocks[t % nblocks];
+  const PhaseDim &ph = hs[blk.h], &pw = ws[blk.w];
+  const int64_t nb = std::min(NB, ph.count * pw.count - blk.j0);
+  runs.clear();
+  for (int64_t j = 0; j < nb;) {
+    const int64_t q = (blk.j0 + j) / pw.count, v = (blk.j0 + j) % pw.count, run = std::min(nb - j, pw.count - v);
+    runs.push_back({ph.first + q, pw.first + v, pw.first + v + run, j});
     j += run;
   }
+  return {t / nblocks, nb, ph, pw};
 }
 
 // The input pixels a tap reads for a block's runs, as segments contiguous in the image (pixel offset in the
@@ -697,14 +709,7 @@ void phase_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor&
       std::vector<Run> runs;
       std::vector<Segment> segs;
       for (int64_t t = t0; t < t1; ++t) {
-        const int64_t n = t / nblocks;
-        const PhaseBlock& blk = blocks[t % nblocks];
-        const PhaseDim &ph = hs[blk.h], &pw = ws[blk.w];
-        const int64_t nb = std::min(NB, ph.count * pw.count - blk.j0);
-        runs.clear();
-        for_each_phase_run(pw.count, blk.j0, nb, [&](int64_t q, int64_t v0, int64_t v1, int64_t j) {
-          runs.push_back({ph.first + q, pw.first + v0, pw.first + v1, j});
-        });
+        const auto [n, nb, ph, pw] = phase_task(hs, ws, blocks, NB, t, runs);
         const u32a* image = xw + n * image_stride + first;
         bool any = false;
         for (size_t th = 0; th < ph.k.size(); ++th)
@@ -779,14 +784,7 @@ void phase_nhwc_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Te
       std::vector<Run> runs;
       std::vector<Segment> segs;
       for (int64_t t = t0; t < t1; ++t) {
-        const int64_t n = t / nblocks;
-        const PhaseBlock& blk = blocks[t % nblocks];
-        const PhaseDim &ph = hs[blk.h], &pw = ws[blk.w];
-        const int64_t nb = std::min(NB, ph.count * pw.count - blk.j0);
-        runs.clear();
-        for_each_phase_run(pw.count, blk.j0, nb, [&](int64_t q, int64_t v0, int64_t v1, int64_t j) {
-          runs.push_back({ph.first + q, pw.first + v0, pw.first + v1, j});
-        });
+        const auto [n, nb, ph, pw] = phase_task(hs, ws, blocks, NB, t, runs);
         bool any = false;
         for (size_t th = 0; th < ph.k.size(); ++th)
           for (size_t tw = 0; tw < pw.k.size(); ++tw) {
@@ -835,14 +833,6 @@ void phase_nhwc_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Te
   }
 }
 
-}  // namespace
-
-// Which forward formulation: by output phase (phase_forward: gathers C_in values per output pixel and tap,
-// stores y once) or the scatter (tiled_forward: C_out values per input pixel and tap added into y). The
-// gathers cost more than the scatter when C_in exceeds C_out (NCHW) or 2 C_out (channels_last, whose
-// gathers are contiguous channel runs), measured on the bench's and other shapes (float32 and bfloat16).
-// DECONV_EXT_CPU_GEMM_FORWARD=auto|phase|scatter forces one (tests, diagnosis).
-namespace {
 // DECONV_EXT_CPU_GEMM_FORWARD: 1 phase, 0 scatter, -1 auto.
 int forced_formulation() {
   const char* forced = std::getenv("DECONV_EXT_CPU_GEMM_FORWARD");
@@ -852,8 +842,37 @@ int forced_formulation() {
   TORCH_CHECK(false, "DECONV_EXT_CPU_GEMM_FORWARD: expected one of auto, phase, scatter, got '", std::string(forced),
               "'");
 }
+
+// With stride 1, grad_input is itself a transposed convolution -- a correlation is one with the kernel
+// flipped, the channel roles swapped and padding d(k-1) - p (possibly negative: the phase geometry does not
+// mind) -- whose input is gy and whose output is gx. Then it can run on the phase forward: one phase, every
+// tap a shift of gy, read in place where a block's shifted pixels lie inside it. Measured against the im2col
+// grad_input (k3 and k5, stride 1, 32-256 channels): 1.3-1.9x faster for NCHW bfloat16 (whose im2col tiles
+// interleave pairs of taps), within +-6% for NCHW float32 but 17% slower on 8x8 images, and no faster for
+// channels_last (whose im2col copies whole channel runs). So NCHW bfloat16 takes it unless the forward's rule
+// says otherwise; DECONV_EXT_CPU_GEMM_FORWARD=phase|scatter forces it either way for every stride-1 call.
+ConvT2dShape grad_input_as_forward(const ConvT2dShape& s) {
+  return ConvT2dShape{s.N, s.C_out, s.H_out, s.W_out, s.C_in, s.H_in, s.W_in, s.kH, s.kW, 1, 1,
+                      s.dH * (s.kH - 1) - s.pH, s.dW * (s.kW - 1) - s.pW, s.dH, s.dW, s.groups};
+}
+at::Tensor flipped_transposed(const ConvT2dShape& s, const at::Tensor& w) {
+  const int64_t cig = s.cin_per_group(), cog = s.cout_per_group();
+  return w.reshape({s.groups, cig, cog, s.kH, s.kW}).transpose(1, 2).flip({3, 4}).reshape({s.C_out, cig, s.kH, s.kW});
+}
+bool grad_input_by_phase(const ConvT2dShape& s, bool nhwc, at::ScalarType t) {
+  if (s.sH != 1 || s.sW != 1) return false;
+  const int forced = forced_formulation();
+  if (forced >= 0) return forced == 1;
+  return !nhwc && t == at::kBFloat16 && forward_by_phase(grad_input_as_forward(s), nhwc);
+}
+
 }  // namespace
 
+// Which forward formulation: by output phase (phase_forward: gathers C_in values per output pixel and tap,
+// stores y once) or the scatter (tiled_forward: C_out values per input pixel and tap added into y). The
+// gathers cost more than the scatter when C_in exceeds C_out (NCHW) or 2 C_out (channels_last, whose
+// gathers are contiguous channel runs), measured on the bench's and other shapes (float32 and bfloat16).
+// DECONV_EXT_CPU_GEMM_FORWARD=auto|phase|scatter forces one (tests, diagnosis).
 bool forward_by_phase(const ConvT2dShape& s, bool nhwc) {
   const int forced = forced_formulation();
   if (forced >= 0) return forced == 1;
@@ -870,31 +889,6 @@ void tiled_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor&
   if (x.scalar_type() == at::kBFloat16) return tiled_forward<bf16>(s, x, w, b, y);
   tiled_forward<float>(s, x, w, b, y);
 }
-// With stride 1, grad_input is itself a transposed convolution -- a correlation is one with the kernel
-// flipped, the channel roles swapped and padding d(k-1) - p (possibly negative: the phase geometry does not
-// mind) -- whose input is gy and whose output is gx. Then it can run on the phase forward: one phase, every
-// tap a shift of gy, read in place where a block's shifted pixels lie inside it. Measured against the im2col
-// grad_input (k3 and k5, stride 1, 32-256 channels): 1.3-1.9x faster for NCHW bfloat16 (whose im2col tiles
-// interleave pairs of taps), within +-6% for NCHW float32 but 17% slower on 8x8 images, and no faster for
-// channels_last (whose im2col copies whole channel runs). So NCHW bfloat16 takes it unless the forward's rule
-// says otherwise; DECONV_EXT_CPU_GEMM_FORWARD=phase|scatter forces it either way for every stride-1 call.
-namespace {
-ConvT2dShape grad_input_as_forward(const ConvT2dShape& s) {
-  return ConvT2dShape{s.N, s.C_out, s.H_out, s.W_out, s.C_in, s.H_in, s.W_in, s.kH, s.kW, 1, 1,
-                      s.dH * (s.kH - 1) - s.pH, s.dW * (s.kW - 1) - s.pW, s.dH, s.dW, s.groups};
-}
-at::Tensor flipped_transposed(const ConvT2dShape& s, const at::Tensor& w) {
-  const int64_t cig = s.cin_per_group(), cog = s.cout_per_group();
-  return w.reshape({s.groups, cig, cog, s.kH, s.kW}).transpose(1, 2).flip({3, 4}).reshape({s.C_out, cig, s.kH, s.kW});
-}
-bool grad_input_by_phase(const ConvT2dShape& s, bool nhwc, at::ScalarType t) {
-  if (s.sH != 1 || s.sW != 1) return false;
-  const int forced = forced_formulation();
-  if (forced >= 0) return forced == 1;
-  return !nhwc && t == at::kBFloat16 && forward_by_phase(grad_input_as_forward(s), nhwc);
-}
-}  // namespace
-
 void tiled_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx) {
   if (grad_input_by_phase(s, false, gy.scalar_type())) {
     const auto f = grad_input_as_forward(s);

@@ -196,7 +196,8 @@ def train(args):
         from tqdm import tqdm
 
         bar = tqdm(total=args.steps, initial=step, desc=f"x{args.scale}", dynamic_ncols=True, mininterval=1.0)
-    loss_fn = nn.functional.l1_loss if getattr(args, "loss", "mse") == "l1" else nn.functional.mse_loss
+    mse = args.loss == "mse"  # else l1; train_psnr is an MSE reading, logged for MSE only
+    loss_fn = nn.functional.mse_loss if mse else nn.functional.l1_loss
     t0, run_loss, run_n = time.time(), 0.0, 0
     model.train()
     while step < args.steps:
@@ -226,7 +227,7 @@ def train(args):
         if args.log_every and (step % args.log_every == 0 or last):
             mean = run_loss / run_n
             msg = f"step {step} loss {mean:.3e} " + \
-                  (f"train_psnr {-10 * math.log10(mean):.2f} " if loss_fn is nn.functional.mse_loss else "") + \
+                  (f"train_psnr {-10 * math.log10(mean):.2f} " if mse else "") + \
                   f"lr {args.lr * frac:.2e} elapsed {time.time() - t0:.0f}s"
             if heldout and (step % args.eval_every == 0 or last):
                 model.eval()
