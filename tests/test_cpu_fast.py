@@ -38,6 +38,7 @@ BLOCKS = [
     Case("strips_of_3", 1, 8, 1, 3, 48, 9, 2, 4, 1),    # forward phase rows of 48: strips of 3 (or 6) vectors
     Case("strips_of_6", 1, 6, 1, 2, 192, 9, 4, 4, 3),   # 192 outputs per phase: 2 strips of 6 (AVX-512)
     Case("two_channel_strips_of_3", 1, 4, 2, 2, 96, 5, 2, 2, 1),
+    Case("cin30_k11", 2, 30, 2, 4, 23, 11, 3, 5, 2),    # grad_input blocks 16 + 8 + 4 + 2; 11 taps: 6 + 5
 ]
 CASES = GRID + BLOCKS + RANDOM_FEW + RANDOM_BLOCKS + RANDOM_MANY
 
