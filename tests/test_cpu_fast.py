@@ -333,13 +333,17 @@ def test_channels_last_backward_is_bitwise_the_same_for_any_thread_count():
 
 
 # With no path forced, direct-path configurations with 16+ input channels per group run the forward of
-# narrow images (W_in < 128) on the tiled gemm kernels, and with native bfloat16 GEMMs every NCHW bfloat16
+# narrow images (W_in < 128) on the tiled gemm kernels, so does the NCHW forward with 48+ input channels and
+# 2+ output channels or strides of 3+, and with native bfloat16 GEMMs every NCHW bfloat16
 # op (direct_on_tiles in csrc/cpu/conv_transpose2d.cpp). The path query says so, and the results hold.
 ON_TILES = [
     Case("narrow_sr_patches", 3, 24, 1, 9, 20, 9, 3, 4, 2),     # forward on the tiles
     Case("narrow_rgb", 2, 16, 3, 7, 11, 4, 2, 1),
     Case("few_channels", 2, 8, 1, 6, 9, 9, 2, 4, 1),            # 8 input channels: direct
     Case("wide", 1, 16, 1, 3, 130, 5, 2, 2, 1),                 # W_in 130: direct (bfloat16 NCHW: tiles)
+    Case("wide_48_to_2", 1, 48, 2, 2, 130, 5, 2, 2, 1),         # 48+ channels, 2 outputs: NCHW forward on the tiles
+    Case("wide_48_stride_3", 1, 48, 1, 2, 129, 9, 3, 4, 2),     # 48+ channels, strides 3x3: NCHW forward on the tiles
+    Case("wide_48_stride_2", 1, 48, 1, 2, 129, 9, 2, 4, 1),     # one output, strides 2x2: direct
 ]
 
 
@@ -349,7 +353,9 @@ def _expected_route(case, dtype, layout):
         return "direct", "direct"
     if dtype == torch.bfloat16 and BF16_NATIVE and not nhwc:
         return "gemm", "gemm"
-    return "direct", "gemm" if case.W < 128 and "avx2" in ISAS else "direct"  # the tiles need AVX2 or up
+    on_tiles = case.W < 128 or (not nhwc and case.C_in // case.groups >= 48
+                                and (case.C_out // case.groups >= 2 or case.stride[0] * case.stride[1] >= 9))
+    return "direct", "gemm" if on_tiles and "avx2" in ISAS else "direct"  # the tiles need AVX2 or up
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
