@@ -284,4 +284,35 @@ at::Tensor grad_bias_entry(const Launchers& l, const at::Tensor& grad_output) {
   return gb;
 }
 
+void check_backward(const std::optional<at::Tensor>& input, const std::optional<at::Tensor>& weight,
+                    at::IntArrayRef kernel_size, std::array<bool, 3> output_mask) {
+  const bool has_input = input.has_value() && input->defined(), has_weight = weight.has_value() && weight->defined();
+  TORCH_CHECK(!output_mask[0] || has_weight,
+              "conv_transpose2d_backward: output_mask asks for grad_input, which needs weight, but weight is None");
+  TORCH_CHECK(!output_mask[1] || has_input,
+              "conv_transpose2d_backward: output_mask asks for grad_weight, which needs input, but input is None");
+  TORCH_CHECK(kernel_size.size() == 2, "conv_transpose2d_backward: expected kernel_size to have 2 values, got ",
+              kernel_size.size());
+  TORCH_CHECK(!has_weight || weight->dim() != 4 ||
+                  (weight->sym_size(2) == kernel_size[0] && weight->sym_size(3) == kernel_size[1]),
+              "conv_transpose2d_backward: expected kernel_size to be the weight's (", weight->sym_size(2), ", ",
+              weight->sym_size(3), "), got ", kernel_size);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_entry(
+    const Launchers& l, const at::Tensor& grad_output, const std::optional<at::Tensor>& input,
+    const std::optional<at::Tensor>& weight, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+    at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups, at::IntArrayRef dilation,
+    std::array<bool, 3> output_mask) {
+  check_backward(input, weight, kernel_size, output_mask);
+  const auto scope = l.backward_scope ? l.backward_scope() : nullptr;
+  at::Tensor gx, gw, gb;
+  if (output_mask[0])
+    gx = grad_input_entry(l, grad_output, *weight, stride, padding, output_padding, groups, dilation);
+  if (output_mask[1])
+    gw = grad_weight_entry(l, grad_output, *input, kernel_size, stride, padding, output_padding, groups, dilation);
+  if (output_mask[2]) gb = grad_bias_entry(l, grad_output);
+  return {gx, gw, gb};
+}
+
 }  // namespace deconv_ext

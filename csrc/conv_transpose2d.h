@@ -6,7 +6,10 @@
 #include <ATen/core/Tensor.h>
 #include <c10/core/SymInt.h>
 #include <c10/util/ArrayRef.h>
+#include <array>
+#include <memory>
 #include <optional>
+#include <tuple>
 #include <vector>
 
 #include "index_math.h"
@@ -58,6 +61,9 @@ struct Launchers {
   c10::MemoryFormat (*layout)(const ConvT2dShape& s, at::ScalarType t, c10::MemoryFormat preferred) = nullptr;
   // grad_bias takes a channels_last-contiguous gy as it is (else it gets NCHW).
   bool grad_bias_takes_channels_last = false;
+  // Optional: what the gradients of one backward_entry call share (CPU: the deinterleaved grad_output, built
+  // by the first launcher that needs it and reused by the next). The token is held during the call.
+  std::shared_ptr<void> (*backward_scope)() = nullptr;
 };
 
 // For a launcher: whether two of its images came channels_last (NHWC), i.e. what its `layout` chose. An
@@ -80,6 +86,17 @@ at::Tensor grad_weight_entry(const Launchers& l, const at::Tensor& grad_output, 
                              at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
                              at::IntArrayRef output_padding, int64_t groups, at::IntArrayRef dilation);
 at::Tensor grad_bias_entry(const Launchers& l, const at::Tensor& grad_output);
+// The gradients output_mask asks for, (grad_input, grad_weight, grad_bias), the others undefined: the results
+// of the three entries above, in one call, within the backend's backward_scope. grad_input needs `weight`,
+// grad_weight `input`; `kernel_size` must be the weight's when both are given.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_entry(
+    const Launchers& l, const at::Tensor& grad_output, const std::optional<at::Tensor>& input,
+    const std::optional<at::Tensor>& weight, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+    at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups, at::IntArrayRef dilation,
+    std::array<bool, 3> output_mask);
+// The argument checks of backward_entry that the three entries do not make (shared with the meta kernel).
+void check_backward(const std::optional<at::Tensor>& input, const std::optional<at::Tensor>& weight,
+                    at::IntArrayRef kernel_size, std::array<bool, 3> output_mask);
 
 // The kernel shape of a forward call (what its launcher would get), from the checked arguments alone;
 // used by the dispatch queries, which may see meta tensors.

@@ -5,6 +5,8 @@
 //   conv_transpose2d_grad_input   gx = T*(gy, w)   (adjoint in x: an ordinary strided convolution)
 //   conv_transpose2d_grad_weight  gw = W(x, gy)    (adjoint in w: a reduction over batch and space)
 //   conv_transpose2d_grad_bias    gb = sum of gy over N, H, W
+// and conv_transpose2d_backward, the three gradients an output mask asks for in one call (as
+// aten::convolution_backward), so that a backend can share work between them (Launchers::backward_scope).
 // The three are bilinear/linear, so each one's derivative is again one of them; deconv_ext/_ops.py
 // wires that up, which gives double (and higher) backward with no extra kernels.
 #include <Python.h>
@@ -48,6 +50,19 @@ at::Tensor grad_bias_meta(const at::Tensor& grad_output) {
   return empty_result(check_grad_bias(grad_output), grad_output, c10::MemoryFormat::Contiguous);
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_meta(
+    const at::Tensor& grad_output, const std::optional<at::Tensor>& input, const std::optional<at::Tensor>& weight,
+    at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef output_padding,
+    int64_t groups, at::IntArrayRef dilation, std::array<bool, 3> output_mask) {
+  check_backward(input, weight, kernel_size, output_mask);
+  at::Tensor gx, gw, gb;
+  if (output_mask[0]) gx = grad_input_meta(grad_output, *weight, stride, padding, output_padding, groups, dilation);
+  if (output_mask[1])
+    gw = grad_weight_meta(grad_output, *input, kernel_size, stride, padding, output_padding, groups, dilation);
+  if (output_mask[2]) gb = grad_bias_meta(grad_output);
+  return {gx, gw, gb};
+}
+
 // Autocast: like F.conv_transpose2d, run in the autocast dtype of the device (fp16/bf16).
 template <c10::DeviceType device>
 at::Tensor forward_autocast(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
@@ -72,6 +87,8 @@ TORCH_LIBRARY(deconv_ext, m) {
   m.def("conv_transpose2d_grad_weight(Tensor grad_output, Tensor input, int[2] kernel_size, " DECONV_PARAMS
         ") -> Tensor");
   m.def("conv_transpose2d_grad_bias(Tensor grad_output) -> Tensor");
+  m.def("conv_transpose2d_backward(Tensor grad_output, Tensor? input, Tensor? weight, int[2] kernel_size, "
+        DECONV_PARAMS ", bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(deconv_ext, Meta, m) {
@@ -79,6 +96,7 @@ TORCH_LIBRARY_IMPL(deconv_ext, Meta, m) {
   m.impl("conv_transpose2d_grad_input", &grad_input_meta);
   m.impl("conv_transpose2d_grad_weight", &grad_weight_meta);
   m.impl("conv_transpose2d_grad_bias", &grad_bias_meta);
+  m.impl("conv_transpose2d_backward", &backward_meta);
 }
 
 TORCH_LIBRARY_IMPL(deconv_ext, AutocastCPU, m) {

@@ -1,4 +1,4 @@
-// Registers a backend's launchers (see Launchers in conv_transpose2d.h) as the kernels of the four ops
+// Registers a backend's launchers (see Launchers in conv_transpose2d.h) as the kernels of the five ops
 // for one dispatch key:  TORCH_LIBRARY_IMPL(deconv_ext, CPU, m) { register_backend<&kCpuLaunchers>(m); }
 #pragma once
 
@@ -30,6 +30,14 @@ void register_backend(torch::Library& m) {
          });
   m.impl("conv_transpose2d_grad_bias",
          [](const at::Tensor& grad_output) { return grad_bias_entry(*L, grad_output); });
+  m.impl("conv_transpose2d_backward",
+         [](const at::Tensor& grad_output, const std::optional<at::Tensor>& input,
+            const std::optional<at::Tensor>& weight, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+            at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups, at::IntArrayRef dilation,
+            std::array<bool, 3> output_mask) {
+           return backward_entry(*L, grad_output, input, weight, kernel_size, stride, padding, output_padding, groups,
+                                 dilation, output_mask);
+         });
 }
 
 }  // namespace deconv_ext

@@ -105,13 +105,11 @@ class ConvTranspose2dFn(_SingleLevelFunction):
     @staticmethod
     def backward(ctx, gy):
         x, w = ctx.saved_tensors
-        gx = gw = gb = None
-        if ctx.needs_input_grad[0]:
-            gx = ops.conv_transpose2d_grad_input(gy, w, *_params(ctx))
-        if ctx.needs_input_grad[1]:
-            gw = ops.conv_transpose2d_grad_weight(gy, x, ctx.kernel_size, *_params(ctx))
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            gb = ops.conv_transpose2d_grad_bias(gy)
+        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
+        if torch.is_grad_enabled():  # a graph of the backward is wanted (double backward): the single ops
+            gx, gw, gb = _backward_by_single_ops(gy, x, w, ctx.kernel_size, *_params(ctx), mask)
+        else:  # one call, which shares work between the gradients (the CPU's deinterleaved gy)
+            gx, gw, gb = ops.conv_transpose2d_backward(gy, x, w, ctx.kernel_size, *_params(ctx), mask)
         return gx, gw, gb, None, None, None, None, None, None
 
     @staticmethod
@@ -211,6 +209,25 @@ class GradBiasFn(_SingleLevelFunction):
         return ops.conv_transpose2d_grad_bias(dgy)
 
 
+# ---- backward: the three gradients an output mask asks for, in one call ---------------------------------------
+def _backward_by_single_ops(gy, x, w, kernel_size, stride, padding, output_padding, groups, dilation, mask):
+    """What conv_transpose2d_backward computes, as calls of the three single ops, each differentiable."""
+    params = (stride, padding, output_padding, groups, dilation)
+    return (ops.conv_transpose2d_grad_input(gy, w, *params) if mask[0] else None,
+            ops.conv_transpose2d_grad_weight(gy, x, kernel_size, *params) if mask[1] else None,
+            ops.conv_transpose2d_grad_bias(gy) if mask[2] else None)
+
+
+def _backward_kernel(keyset, gy, x, w, kernel_size, stride, padding, output_padding, groups, dilation, mask):
+    """Autograd kernel of conv_transpose2d_backward: differentiated through the single ops (their formulas
+    and jvps), else the backend's fused kernel."""
+    if _differentiating([t for t in (gy, x, w) if t is not None]):
+        return _backward_by_single_ops(gy, x, w, kernel_size, stride, padding, output_padding, groups, dilation,
+                                       mask)
+    return _below_autograd(ops.conv_transpose2d_backward.default, keyset, gy, x, w, kernel_size, stride, padding,
+                           output_padding, groups, dilation, mask)
+
+
 # ---- the Autograd kernels -------------------------------------------------------------------------------
 def _differentiating(args):
     """Whether this call must record a backward or carry a tangent (see the module docstring)."""
@@ -234,6 +251,7 @@ for _name, _function in (("conv_transpose2d", ConvTranspose2dFn), ("conv_transpo
                          ("conv_transpose2d_grad_weight", GradWeightFn),
                          ("conv_transpose2d_grad_bias", GradBiasFn)):
     _lib.impl(_name, _autograd_kernel(getattr(ops, _name).default, _function), "Autograd", with_keyset=True)
+_lib.impl("conv_transpose2d_backward", _backward_kernel, "Autograd", with_keyset=True)
 
 
 # ---- vmap: batching rules -----------------------------------------------------------------------------------
@@ -308,9 +326,18 @@ def _vmap_grad_bias(info, in_dims, gy):
     return gb.reshape(info.batch_size, -1), 0
 
 
+def _vmap_backward(info, in_dims, gy, x, w, kernel_size, stride, padding, output_padding, groups, dilation, mask):
+    gy_bdim, x_bdim, w_bdim = in_dims[:3]
+    params = (stride, padding, output_padding, groups, dilation)
+    gx, gx_dim = _vmap_grad_input(info, (gy_bdim, w_bdim), gy, w, *params) if mask[0] else (None, None)
+    gw, gw_dim = _vmap_grad_weight(info, (gy_bdim, x_bdim), gy, x, kernel_size, *params) if mask[1] else (None, None)
+    gb, gb_dim = _vmap_grad_bias(info, (gy_bdim,), gy) if mask[2] else (None, None)
+    return (gx, gw, gb), (gx_dim, gw_dim, gb_dim)
+
+
 for _name, _rule in (("conv_transpose2d", _vmap_conv_transpose2d), ("conv_transpose2d_grad_input", _vmap_grad_input),
                      ("conv_transpose2d_grad_weight", _vmap_grad_weight),
-                     ("conv_transpose2d_grad_bias", _vmap_grad_bias)):
+                     ("conv_transpose2d_grad_bias", _vmap_grad_bias), ("conv_transpose2d_backward", _vmap_backward)):
     torch.library.register_vmap(f"deconv_ext::{_name}", _rule, lib=_lib)
 
 

@@ -37,26 +37,41 @@ def test_unbatched_gradcheck(device):
 class _OpLog(TorchDispatchMode):
     def __init__(self):
         super().__init__()
-        self.ops = []
+        self.calls = []  # (op name, args)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.append(str(func.overloadpacket))
+        self.calls.append((str(func.overloadpacket), args))
         return func(*args, **(kwargs or {}))
 
 
 @pytest.mark.parametrize("needs", [(True, False, False), (False, True, False), (False, False, True),
                                    (True, True, True)])
 def test_only_requested_gradients_are_computed(needs, device):
+    """A backward is one call of the fused op, its output mask the gradients asked for (which alone come back)."""
     x, w, b = make_case(2, 3, 2, 4, 4, 3, device=device)
     for t, need in zip((x, w, b), needs):
         t.requires_grad_(need)
     y = deconv_ext.conv_transpose2d(x, w, b, stride=2)
     with _OpLog() as log:
         y.sum().backward()
-    kinds = {op.split(".")[-1] for op in log.ops if "deconv_ext" in op}
-    expected = {name for name, need in zip(("conv_transpose2d_grad_input", "conv_transpose2d_grad_weight",
-                                            "conv_transpose2d_grad_bias"), needs) if need}
-    assert kinds == expected
+    calls = [(op, args) for op, args in log.calls if "deconv_ext" in op]
+    assert [op.split(".")[-1] for op, _ in calls] == ["conv_transpose2d_backward"]
+    assert list(calls[0][1][-1]) == list(needs)
+    for t, need in zip((x, w, b), needs):
+        assert (t.grad is not None) == need
+
+
+def test_double_backward_takes_the_single_ops(device):
+    """With create_graph the backward calls the single ops (each differentiable), not the fused one."""
+    x, w, b = make_case(2, 3, 2, 4, 4, 3, device=device)
+    for t in (x, w, b):
+        t.requires_grad_(True)
+    y = deconv_ext.conv_transpose2d(x, w, b, stride=2)
+    with _OpLog() as log:
+        gx, gw, gb = torch.autograd.grad(y.square().sum(), (x, w, b), create_graph=True)
+    kinds = {op.split(".")[-1] for op, _ in log.calls if "deconv_ext" in op}
+    assert kinds == {"conv_transpose2d_grad_input", "conv_transpose2d_grad_weight", "conv_transpose2d_grad_bias"}
+    assert gx.requires_grad and gw.requires_grad and gb.requires_grad
 
 
 def test_saves_only_what_backward_needs(device):

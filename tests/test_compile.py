@@ -39,6 +39,11 @@ def test_opcheck_all_ops(sample, channels_last, device):
     torch.library.opcheck(ops.conv_transpose2d_grad_weight, (gy.clone().requires_grad_(**req),
                                                              x.clone().requires_grad_(**req), wt.shape[2:], *params))
     torch.library.opcheck(ops.conv_transpose2d_grad_bias, (gy.clone().requires_grad_(**req),))
+    for mask in ([True, True, True], [False, True, False]):
+        torch.library.opcheck(ops.conv_transpose2d_backward, (gy.clone().requires_grad_(**req), x.clone(),
+                                                              wt.clone().requires_grad_(**req), wt.shape[2:], *params,
+                                                              mask))
+    torch.library.opcheck(ops.conv_transpose2d_backward, (gy, None, wt, wt.shape[2:], *params, [True, False, True]))
 
 
 class _Upsampler(nn.Module):

@@ -503,3 +503,31 @@ def test_cuda_path_query_in_cuda_builds():
                               capability=(9, 0)) == "simt"  # 5 output channels
     with dispatch.forced(cuda_path="subpixel"), pytest.raises(RuntimeError, match="square stride of 2 to 4"):
         dispatch.cuda_path(sr_x, sr_w, stride=5, padding=4, capability=(9, 0))
+
+
+# conv_transpose2d_backward, the fused backward (one call for the gradients an output mask asks for; the CPU
+# builds the deinterleaved gy once for grad_input and grad_weight): the same results, bit for bit and in the
+# same layout, as the three single ops, on every path, dtype and layout, for every mask.
+MASKS = [(True, True, True), (True, False, True), (False, True, False), (True, True, False), (False, False, False)]
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=["f32", "bf16", "f64"])
+@pytest.mark.parametrize("case", GRID + BLOCKS, ids=str)
+def test_fused_backward_is_the_single_ops(case, dtype, layout, path):
+    if not _serves(path, case, dtype):
+        pytest.skip(f"the {path} path does not serve this case")
+    ops = torch.ops.deconv_ext
+    x, w, b, gy = case.tensors(dtype, seed=16, layout=layout)
+    args, kernel = case.op_args, list(w.shape[2:])
+    single = (ops.conv_transpose2d_grad_input(gy, w, *args), ops.conv_transpose2d_grad_weight(gy, x, kernel, *args),
+              ops.conv_transpose2d_grad_bias(gy))
+    for mask in MASKS:
+        fused = ops.conv_transpose2d_backward(gy, x if mask[1] else None, w if mask[0] else None, kernel, *args,
+                                              list(mask))
+        for name, got, want, asked in zip(("grad_input", "grad_weight", "grad_bias"), fused, single, mask):
+            if not asked:
+                assert got is None, (name, mask)
+                continue
+            assert got.dtype == want.dtype and got.stride() == want.stride(), (name, mask)
+            assert torch.equal(got, want), (name, mask, case)

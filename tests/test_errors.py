@@ -81,6 +81,25 @@ def test_bad_arguments_direct_op_calls():
         ops.conv_transpose2d_grad_bias(gy[0])
 
 
+@pytest.mark.parametrize("where", ["cpu", "meta"])
+def test_bad_arguments_of_the_fused_backward(where):
+    """conv_transpose2d_backward names what its output mask needs, and checks as the single ops do."""
+    x, w, _ = _args(where)
+    gy = torch.randn(2, 3, 7, 7, device=where)
+    params = ([1, 1], [0, 0], [0, 0], 1, [1, 1])
+    with pytest.raises(RuntimeError, match=r"asks for grad_input, which needs weight, but weight is None"):
+        ops.conv_transpose2d_backward(gy, x, None, [3, 3], *params, [True, False, False])
+    with pytest.raises(RuntimeError, match=r"asks for grad_weight, which needs input, but input is None"):
+        ops.conv_transpose2d_backward(gy, None, w, [3, 3], *params, [False, True, True])
+    with pytest.raises(RuntimeError, match=r"kernel_size to be the weight's \(3, 3\), got \[3, 2\]"):
+        ops.conv_transpose2d_backward(gy, x, w, [3, 2], *params, [True, True, False])
+    with pytest.raises(RuntimeError, match=r"grad_output to have spatial size 7"):
+        ops.conv_transpose2d_backward(gy[..., :6], x, w, [3, 3], *params, [False, True, False])
+    with pytest.raises(RuntimeError, match=r"grad_output.*4-D"):
+        ops.conv_transpose2d_backward(gy[0], None, None, [3, 3], *params, [False, False, True])
+    assert ops.conv_transpose2d_backward(gy, None, None, [3, 3], *params, [False, False, False]) == (None,) * 3
+
+
 def test_errors_under_meta_and_compile():
     """Meta tensors and torch.compile tracing (fake tensors) raise the same message: the meta kernels
     share the checks."""

@@ -160,6 +160,32 @@ def test_vmap_over_input_weight_and_bias(case):
         _assert_close_tree(*_both(lambda conv: vmap(lambda *a: conv(*a, **params), in_dims=in_dims)(*args)))
 
 
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_vmap_of_the_fused_backward(case):
+    """conv_transpose2d_backward under vmap (its batching rule: the single ops' rules) is the loop of its calls."""
+    x, w, b, params = _case(case)
+    if x.dim() == 3:
+        x = x[None]
+    y = ops.conv_transpose2d(x, w, b, *_op_args(params))
+    gys, xs, ws = torch.stack([y, -y, 2 * y]), torch.stack([x, x.flip(-1), -x]), torch.stack([w, 3 * w, -w])
+    args = (list(w.shape[2:]), *_op_args(params), [True, True, True])
+
+    def fused(gy, x, w):
+        return ops.conv_transpose2d_backward(gy, x, w, *args)
+
+    for in_dims in ((0, None, None), (0, 0, None), (None, None, 0), (0, 0, 0)):
+        batched = [many if d == 0 else one for d, one, many in zip(in_dims, (y, x, w), (gys, xs, ws))]
+        ours = vmap(fused, in_dims=in_dims)(*batched)
+        loop = [fused(*[t[i] if d == 0 else t for d, t in zip(in_dims, batched)]) for i in range(3)]
+        _assert_close_tree(ours, [torch.stack(r) for r in zip(*loop)])
+
+
+def _op_args(params):
+    pair = lambda v: list(v) if isinstance(v, tuple) else [v, v]  # noqa: E731
+    return (pair(params.get("stride", 1)), pair(params.get("padding", 0)), pair(params.get("output_padding", 0)),
+            params.get("groups", 1), pair(params.get("dilation", 1)))
+
+
 def test_grad_of_vmap_and_vmap_of_vmap():
     x, w, b, params = _case(CASES[3])
     xs, ws = torch.stack([x, -x, 2 * x]), torch.stack([w, 3 * w])

@@ -291,7 +291,8 @@ void grad_bias_launch(const at::Tensor& gy, const at::Tensor& gb) {
 }
 
 constexpr Launchers kCpuLaunchers{&forward_launch, &grad_input_launch, &grad_weight_launch, &grad_bias_launch,
-                                  &launch_layout, /*grad_bias_takes_channels_last=*/true};
+                                  &launch_layout, /*grad_bias_takes_channels_last=*/true,
+                                  &cpu::share_deinterleaved_gy};
 
 // ---- dispatch queries ---------------------------------------------------------------------------------
 // "direct:avx2", "gemm", "generic": the path (and vector ISA) that all four ops take on CPU for this

@@ -365,6 +365,12 @@ int pick_v(int64_t cb, int64_t width) {
   while (v < max_v(cb) && lanes() * v < width) v *= 2;
   return v;
 }
+// Row length of the deinterleaved gy that the strip kernels' grad_input and grad_weight read: whole strips of
+// grad_input's widest strip (one channel: pick_v(1, W_in) vectors) past W_in, plus the taps' reach. The same
+// for both, so that a fused backward builds it once (share_deinterleaved_gy).
+int64_t strip_wd(const ConvT2dShape& s) {
+  return round_up(s.W_in, lanes() * pick_v(1, s.W_in)) + (s.kW - 1) * s.dW / s.sW;
+}
 // The forward's strips, with the widths 3 and 6 too (one channel: 1, 2, 3, 4, 6, 8 vectors; two: 1-4): the
 // fewest vectors computed plus one per strip (its fixed cost), ties to the wider strip. 192 outputs are 2
 // strips of 6 vectors rather than 2 of 8 (a quarter of the lanes idle), 48 one of 3 rather than one of 4.
@@ -598,10 +604,8 @@ void direct_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Te
   // by 5-10%), else 4. A block's partial rest runs as sub-blocks of 8 and of at most 4.
   const int64_t CB = std::min<int64_t>(current_isa() == 2 ? 16 : 4, cig), nblk = (cig + CB - 1) / CB;
   auto vectors = [&](int64_t cb) { return cb >= 8 ? 1 : pick_v(cb, s.W_in); };
-  // The widest strip (fewest channels) sets how far past W_in the gy copy must reach.
-  const int64_t Lmax = lanes() * vectors(1);
+  const int64_t Wd = strip_wd(s);  // covers Lmax = lanes() * vectors(1)
   std::vector<int64_t> soff(s.kW), wtap(s.kW);
-  const int64_t maxq = (s.kW - 1) * s.dW / s.sW, Wd = round_up(s.W_in, Lmax) + maxq;
   for (int64_t kw = 0; kw < s.kW; ++kw) {
     soff[kw] = (kw * s.dW % s.sW) * Wd + kw * s.dW / s.sW;
     wtap[kw] = kw;
@@ -733,7 +737,7 @@ void direct_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::T
   // channels_last x with at least half a vector of input channels per group: vectorised along them.
   if (!x.is_contiguous() && 2 * s.cin_per_group() >= lanes()) return nhwc_grad_weight(s, gy, x, gw);
   const int64_t cig = s.cin_per_group(), cog = s.cout_per_group();
-  const int64_t width = round_up(s.W_in, lanes()), maxq = (s.kW - 1) * s.dW / s.sW, Wd = width + maxq;
+  const int64_t width = round_up(s.W_in, lanes()), Wd = strip_wd(s);  // Wd >= width + the taps' reach
   // Blocks of CI input channels share the gy loads: 4 x up to 6 taps = 24 accumulators with AVX-512's 32
   // registers, 2 x 4 with 16. A partial block runs one channel at a time.
   const int64_t CI = current_isa() == 2 ? 4 : 2, nblk = (cig + CI - 1) / CI;

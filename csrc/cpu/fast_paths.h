@@ -109,7 +109,10 @@ void direct_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::T
 // out[row][r][j] = gy[row][sW*j + r - pW] for j < Wd (float or double). Then the gy values a tap kw
 // meets along a row of inputs, gy[row][iw*sW - pW + kw*dW], are contiguous: out[row][r][iw + q] with
 // kw*dW = q*sW + r.
+// Within a share_deinterleaved_gy() scope (a fused backward call, on this thread), a second call for the same
+// gy buffer and Wd returns the first one's result instead of building it again.
 at::Tensor deinterleave_columns(const ConvT2dShape& s, const at::Tensor& gy, int64_t Wd);
+std::shared_ptr<void> share_deinterleaved_gy();
 
 void gemm_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
                   const at::Tensor& y);

@@ -168,13 +168,38 @@ bool use_tiles(at::ScalarType t) {
   return (t == at::kBFloat16 && bf16_gemm_available()) || (t == at::kFloat && isa_level() >= 1);
 }
 
+namespace {
+// The deinterleaved gy of the backward call in progress on this thread (share_deinterleaved_gy): the last
+// one built, kept while a scope is open, and returned again for the same gy buffer, layout and Wd.
+struct SharedGy {
+  int scopes = 0;
+  at::Tensor gy, out;  // gy: the buffer it was built from (held, so its address cannot be reused meanwhile)
+  int64_t Wd = 0;
+};
+thread_local SharedGy shared_gy;
+
+bool same_buffer(const at::Tensor& a, const at::Tensor& b) {
+  return a.defined() && b.defined() && a.const_data_ptr() == b.const_data_ptr() && a.sizes() == b.sizes() &&
+         a.strides() == b.strides() && a.scalar_type() == b.scalar_type();
+}
+}  // namespace
+
+std::shared_ptr<void> share_deinterleaved_gy() {
+  ++shared_gy.scopes;
+  return std::shared_ptr<void>(nullptr, [](void*) {
+    if (--shared_gy.scopes == 0) shared_gy = SharedGy{};
+  });
+}
+
 at::Tensor deinterleave_columns(const ConvT2dShape& s, const at::Tensor& gy, int64_t Wd) {
+  if (shared_gy.scopes > 0 && shared_gy.Wd == Wd && same_buffer(shared_gy.gy, gy)) return shared_gy.out;
   auto out = at::empty({s.N * s.C_out * s.H_out, s.sW, Wd}, gy.options());
   const bool nhwc = !gy.is_contiguous();
   if (gy.scalar_type() == at::kDouble)
     deinterleave_impl<double>(s, gy.const_data_ptr<double>(), nhwc, Wd, out.mutable_data_ptr<double>());
   else
     deinterleave_impl<float>(s, gy.const_data_ptr<float>(), nhwc, Wd, out.mutable_data_ptr<float>());
+  if (shared_gy.scopes > 0) shared_gy.gy = gy, shared_gy.out = out, shared_gy.Wd = Wd;
   return out;
 }
 
