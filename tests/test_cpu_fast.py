@@ -39,6 +39,11 @@ BLOCKS = [
     Case("strips_of_6", 1, 6, 1, 2, 192, 9, 4, 4, 3),   # 192 outputs per phase: 2 strips of 6 (AVX-512)
     Case("two_channel_strips_of_3", 1, 4, 2, 2, 96, 5, 2, 2, 1),
     Case("cin30_k11", 2, 30, 2, 4, 23, 11, 3, 5, 2),    # grad_input blocks 16 + 8 + 4 + 2; 11 taps: 6 + 5
+    # the forward of one output channel with every column phase per strip (strides 2-4, dW = 1)
+    Case("all_phases_k2_s3", 2, 5, 1, 3, 20, 2, 3, 0, 2),         # phase 2 has no tap: bias only
+    Case("all_phases_s4_wide", 1, 7, 1, 2, 150, 11, 4, 5, 3),    # 3 shifts, several strips, first m > 0
+    Case("all_phases_groups", 2, 6, 2, 3, 33, 5, 2, 2, 1, groups=2),  # one output channel per group
+    Case("all_phases_rect", 1, 4, 1, 5, 40, (3, 7), (2, 3), (1, 3), (1, 2)),
 ]
 CASES = GRID + BLOCKS + RANDOM_FEW + RANDOM_BLOCKS + RANDOM_MANY
 
@@ -334,7 +339,7 @@ def test_channels_last_backward_is_bitwise_the_same_for_any_thread_count():
 
 # With no path forced, direct-path configurations with 16+ input channels per group run the forward of
 # narrow images (W_in < 128) on the tiled gemm kernels, so does the NCHW forward with 48+ input channels and
-# 2+ output channels or strides of 3+, and with native bfloat16 GEMMs every NCHW bfloat16
+# 2+ output channels (or one, with strides of 3+ beyond the all-phases kernel), and with native bfloat16 GEMMs every NCHW bfloat16
 # op (direct_on_tiles in csrc/cpu/conv_transpose2d.cpp). The path query says so, and the results hold.
 ON_TILES = [
     Case("narrow_sr_patches", 3, 24, 1, 9, 20, 9, 3, 4, 2),     # forward on the tiles
@@ -342,7 +347,8 @@ ON_TILES = [
     Case("few_channels", 2, 8, 1, 6, 9, 9, 2, 4, 1),            # 8 input channels: direct
     Case("wide", 1, 16, 1, 3, 130, 5, 2, 2, 1),                 # W_in 130: direct (bfloat16 NCHW: tiles)
     Case("wide_48_to_2", 1, 48, 2, 2, 130, 5, 2, 2, 1),         # 48+ channels, 2 outputs: NCHW forward on the tiles
-    Case("wide_48_stride_3", 1, 48, 1, 2, 129, 9, 3, 4, 2),     # 48+ channels, strides 3x3: NCHW forward on the tiles
+    Case("wide_48_stride_3", 1, 48, 1, 2, 129, 9, 3, 4, 2),     # one output, strides 3x3: direct (all phases)
+    Case("wide_48_stride_5", 1, 48, 1, 2, 129, 9, 5, 4, 2),     # one output, strides 5x5: NCHW forward on the tiles
     Case("wide_48_stride_2", 1, 48, 1, 2, 129, 9, 2, 4, 1),     # one output, strides 2x2: direct
 ]
 
@@ -353,8 +359,10 @@ def _expected_route(case, dtype, layout):
         return "direct", "direct"
     if dtype == torch.bfloat16 and BF16_NATIVE and not nhwc:
         return "gemm", "gemm"
+    cog = case.C_out // case.groups
+    all_phases = cog == 1 and case.dilation[1] == 1 and 2 <= case.stride[1] <= 4
     on_tiles = case.W < 128 or (not nhwc and case.C_in // case.groups >= 48
-                                and (case.C_out // case.groups >= 2 or case.stride[0] * case.stride[1] >= 9))
+                                and (cog >= 2 or (case.stride[0] * case.stride[1] >= 9 and not all_phases)))
     return "direct", "gemm" if on_tiles and "avx2" in ISAS else "direct"  # the tiles need AVX2 or up
 
 

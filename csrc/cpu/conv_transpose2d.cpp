@@ -152,12 +152,13 @@ at::Tensor operand(const at::Tensor& t, bool native) { return native ? t : widen
 //     16 x 48x48 SR patches went from 5.9 to 2.4 ms, DCGAN 64->3 from 3.1 to 1.6 ms; channels_last alike.
 //     Wider images stay direct: FSRCNN on 256x256 ties in float32 and is 1.5-2x slower on the tiles in
 //     channels_last.
-//   - the NCHW forward of wider images with 48+ input channels per group and either 2+ output channels or
-//     strides of 3+ (the tiles' Z rows, output channels x taps, are then 160+ and the direct strips are
-//     narrow). gemm / direct time over 20 shapes: 64->3 k9 s2 on 128x128 0.84, on 256x256 0.70; 48->2 0.73;
-//     128->3 0.78; FSRCNN x4 (56->1 s4, 192x192) 0.79-0.89, x3 (s3, 256x256) 0.86-0.98. Left direct, where
-//     it was faster: 56->1 s2 1.01-1.11; 32 input channels 1.01-1.50 (one exception: 32->4 k5 0.65);
-//     channels_last 1.3-4.6.
+//   - the NCHW forward of wider images with 48+ input channels per group and 2+ output channels per group
+//     (the tiles' Z rows, output channels x taps, are then 160+ and the direct strips are narrow), or one
+//     output channel with strides of 3+ that the direct all-phases kernel does not take (sW > 4 or dW > 1).
+//     gemm / direct time: 64->3 k9 s2 on 128x128 0.84, on 256x256 0.70; 48->2 0.73; 128->3 0.78; one output
+//     channel at s3/s4 on the plain strips 0.79-0.98, on the all-phases kernel 1.5-2.1 (FSRCNN x3/x4, 32 and
+//     56 channels). Left direct, where it was faster: 32 input channels 1.01-1.50 (one exception: 32->4 k5
+//     0.65); channels_last 1.3-4.6.
 //   - with the CPU's bfloat16 dot products, every NCHW bfloat16 op: the direct kernels run on float32
 //     copies. FSRCNN x2 fwd went from 9.2 to 5.6 ms and bwd from 9.8 to 8.8 ms; the RGB layer fwd from 6.2 to
 //     3.0 ms. Not for channels_last, whose direct backward (vectorised along the channels) is faster.
@@ -167,7 +168,8 @@ bool direct_on_tiles(const ConvT2dShape& s, at::ScalarType t, bool nhwc, bool fo
   if (!nhwc && t == at::kBFloat16 && cpu::bf16_gemm_available()) return true;
   if (!forward || !cpu::use_tiles(at::kFloat)) return false;
   if (s.W_in < 128) return true;
-  return !nhwc && s.cin_per_group() >= 48 && (s.cout_per_group() >= 2 || s.sH * s.sW >= 9);
+  return !nhwc && s.cin_per_group() >= 48 &&
+         (s.cout_per_group() >= 2 || (s.sH * s.sW >= 9 && !cpu::direct_forward_all_phases(s)));
 }
 cpu::Path op_path(const ConvT2dShape& s, at::ScalarType t, bool nhwc, bool forward) {
   const cpu::Path p = cpu::choose_path(s, t);

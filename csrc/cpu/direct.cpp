@@ -6,7 +6,9 @@
 //   forward      output column ow with (ow + pW) = sW*m + rw (phase rw) is fed by taps kw with
 //                kw*dW = rw (mod sW), from input column m - e(kw), e = (kw*dW - rw) / sW >= 0: a strip
 //                runs over consecutive m of one phase, reading a zero-padded copy of the input
-//                (E = max e columns on the left, so no bounds tests inside the loops).
+//                (E = max e columns on the left, so no bounds tests inside the loops). With one output
+//                channel per group and column strides 2-4 a strip covers every phase instead
+//                (all_phases_body): each loaded vector feeds all the taps that read it.
 //   grad_input   gx[iw] reads gy at column iw*sW - pW + kw*dW = sW*(iw + q) + r - pW, with
 //                kw*dW = sW*q + r: a copy of gy split into sW column phases ("deinterleaved", zeros
 //                outside the image) makes it contiguous in iw.
@@ -286,16 +288,66 @@ DECONV_ALWAYS_INLINE void chan_axpy_body(const ChanAxpy& a) {
     for (int c = 0; c < CV; ++c) std::memcpy(a.out + p * a.px + c * kL, &acc[p][c], sizeof(VT));
 }
 
+// ---- forward micro-kernel for one output channel: every column phase of a strip at once --------------------
+// With one output channel the strip kernel loads V vectors of x per tap for V FMAs: it is load-bound. This one
+// covers all S = sW column phases of V*L consecutive phase positions m (output columns S*m + rw - pW, rw < S;
+// dW = 1). Tap kw belongs to phase kw % S and reads x at m - kw / S, so for each source row the V vectors at
+// m - e are loaded once per shift e and feed the S taps kw = S*e + rw (kW FMAs per row instead of one per
+// loaded vector). Each output sums its rows in order and, within a row, its taps in ascending kw: the order
+// of the strip kernel, so the results are bitwise the same.
+struct AllPhases {
+  const float* const* src;   // R source rows (column 0 of the strip's frame: x column m at src[r][m])
+  const float* const* wrow;  // R weight rows (the kW taps of one kh)
+  int64_t R, kW, NE;         // rows, taps, shifts (ceil(kW / S))
+  int64_t shift;             // first m of the strip
+  float bias;
+  float* out;                // the output row (column 0)
+  int64_t pW, W_out, ostep;  // columns S*m + rw - pW in [0, W_out) are stored, ostep apart
+};
+
+template <typename VT, int S, int V>
+DECONV_ALWAYS_INLINE void all_phases_body(const AllPhases& a) {
+  constexpr int kL = sizeof(VT) / sizeof(float);
+  VT acc[S][V];
+#pragma GCC unroll 8
+  for (int rw = 0; rw < S; ++rw)
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) acc[rw][v] = VT{};
+  for (int64_t r = 0; r < a.R; ++r) {
+    const float* src = a.src[r] + a.shift;
+    const float* w = a.wrow[r];
+    for (int64_t e = 0; e < a.NE; ++e) {
+      VT xv[V];
+#pragma GCC unroll 8
+      for (int v = 0; v < V; ++v) xv[v] = loadv<VT>(src - e + kL * v);
+#pragma GCC unroll 8
+      for (int rw = 0; rw < S; ++rw) {
+        if (S * e + rw >= a.kW) break;
+        const float wv = w[S * e + rw];
+#pragma GCC unroll 8
+        for (int v = 0; v < V; ++v) acc[rw][v] += wv * xv[v];
+      }
+    }
+  }
+  float lane[S][kL * V];
+  std::memcpy(lane, acc, sizeof lane);
+  const int64_t c0 = S * a.shift - a.pW;  // the column of (m = shift, rw = 0)
+  const int64_t i0 = std::max<int64_t>(0, -c0), i1 = std::min<int64_t>(S * kL * V, a.W_out - c0);
+  for (int64_t i = i0; i < i1; ++i) a.out[(c0 + i) * a.ostep] = lane[i % S][i / S] + a.bias;
+}
+
 // ---- ISA dispatch: AVX-512 and AVX2/FMA clones on x86-64, 8-lane baseline code elsewhere -------------
 using StripFn = void (*)(const Strip&);
 using DotFn = void (*)(const DotRows&);
 using ChanFn = void (*)(const ChanDot&);
 using AxpyFn = void (*)(const ChanAxpy&);
+using PhasesFn = void (*)(const AllPhases&);
 
 template <int CB, int V> void strip_base(const Strip& a) { strip_body<vec8, CB, V>(a); }
 template <int CI, int TB> void dot_base(const DotRows& a) { dot_body<vec8, CI, TB>(a); }
 template <int CV, int TB> void chan_base(const ChanDot& a) { chan_dot_body<vec8, CV, TB>(a); }
 template <int CV, int P> void axpy_base(const ChanAxpy& a) { chan_axpy_body<vec8, CV, P>(a); }
+template <int S, int V> void phases_base(const AllPhases& a) { all_phases_body<vec8, S, V>(a); }
 #if defined(__x86_64__)
 #define DECONV_AVX2 __attribute__((target("avx2,fma")))
 #define DECONV_AVX512 __attribute__((target("avx512f,avx2,fma")))
@@ -303,10 +355,12 @@ template <int CB, int V> DECONV_AVX2 void strip_avx2(const Strip& a) { strip_bod
 template <int CI, int TB> DECONV_AVX2 void dot_avx2(const DotRows& a) { dot_body<vec8, CI, TB>(a); }
 template <int CV, int TB> DECONV_AVX2 void chan_avx2(const ChanDot& a) { chan_dot_body<vec8, CV, TB>(a); }
 template <int CV, int P> DECONV_AVX2 void axpy_avx2(const ChanAxpy& a) { chan_axpy_body<vec8, CV, P>(a); }
+template <int S, int V> DECONV_AVX2 void phases_avx2(const AllPhases& a) { all_phases_body<vec8, S, V>(a); }
 template <int CB, int V> DECONV_AVX512 void strip_avx512(const Strip& a) { strip_body<vec16, CB, V>(a); }
 template <int CI, int TB> DECONV_AVX512 void dot_avx512(const DotRows& a) { dot_body<vec16, CI, TB>(a); }
 template <int CV, int TB> DECONV_AVX512 void chan_avx512(const ChanDot& a) { chan_dot_body<vec16, CV, TB>(a); }
 template <int CV, int P> DECONV_AVX512 void axpy_avx512(const ChanAxpy& a) { chan_axpy_body<vec16, CV, P>(a); }
+template <int S, int V> DECONV_AVX512 void phases_avx512(const AllPhases& a) { all_phases_body<vec16, S, V>(a); }
 #endif
 
 int hardware_isa_level() {
@@ -406,6 +460,35 @@ StripFn pick_strip(int64_t cb, int v) {
     default: return strip_fn<4, 2>();
   }
 }
+template <int S, int V> PhasesFn phases_fn() {
+#if defined(__x86_64__)
+  if (current_isa() == 2) return &phases_avx512<S, V>;
+  if (current_isa() == 1) return &phases_avx2<S, V>;
+#endif
+  return &phases_base<S, V>;
+}
+// The all-phases forward (strides 2-4): vectors per strip with S * V + V registers within the ISA's (32 with
+// AVX-512, else 16), fewest vectors computed plus one per strip, as pick_v_forward. {S, V, function}.
+struct PhasesKernel {
+  int V;
+  PhasesFn fn;
+};
+PhasesKernel pick_phases(int64_t S, int64_t positions) {
+  std::vector<PhasesKernel> opts;
+  const bool wide = current_isa() == 2;
+  if (S == 2) opts = wide ? std::vector<PhasesKernel>{{4, phases_fn<2, 4>()}, {8, phases_fn<2, 8>()}}
+                          : std::vector<PhasesKernel>{{2, phases_fn<2, 2>()}, {4, phases_fn<2, 4>()}};
+  else if (S == 3) opts = wide ? std::vector<PhasesKernel>{{4, phases_fn<3, 4>()}, {6, phases_fn<3, 6>()}}
+                               : std::vector<PhasesKernel>{{2, phases_fn<3, 2>()}, {3, phases_fn<3, 3>()}};
+  else opts = wide ? std::vector<PhasesKernel>{{3, phases_fn<4, 3>()}, {4, phases_fn<4, 4>()}, {6, phases_fn<4, 6>()}}
+                   : std::vector<PhasesKernel>{{2, phases_fn<4, 2>()}, {3, phases_fn<4, 3>()}};
+  const int64_t need = std::max<int64_t>(1, ceil_div(positions, lanes()));
+  auto cost = [&](int v) { return ceil_div(need, v) * (v + 1); };
+  PhasesKernel best = opts[0];
+  for (const auto& o : opts)
+    if (cost(o.V) <= cost(best.V)) best = o;
+  return best;
+}
 // ci in {1, 2, 4}, tb in 1..6.
 template <int CI> DotFn pick_dot_tb(int64_t tb) {
   switch (tb) {
@@ -470,6 +553,10 @@ ChanFn pick_chan(int64_t cv, int64_t tb) {
 }  // namespace
 
 // ---- forward -------------------------------------------------------------------------------------------
+bool direct_forward_all_phases(const ConvT2dShape& s) {
+  return s.cout_per_group() == 1 && s.dW == 1 && s.sW >= 2 && s.sW <= 4;
+}
+
 void direct_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
                     const at::Tensor& y) {
   begin_call();
@@ -498,6 +585,17 @@ void direct_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor
     ph.fn = pick_strip(cog, v);
     if (ph.m_hi >= ph.m_lo) read_end = std::max(read_end, ph.m_lo + round_up(ph.m_hi - ph.m_lo + 1, ph.L));
   }
+  // One output channel per group, strides 2-4, no column dilation: every column phase per strip
+  // (all_phases_body), over the positions [M_lo, M_hi] of all phases together.
+  const bool all_phases = direct_forward_all_phases(s) && current_isa() >= 1;
+  int64_t M_lo = 0, M_hi = -1, NE = ceil_div(s.kW, s.sW);
+  PhasesKernel pk{0, nullptr};
+  if (all_phases) {
+    M_lo = phases[0].m_lo, M_hi = phases[0].m_hi;
+    for (const Phase& ph : phases) M_lo = std::min(M_lo, ph.m_lo), M_hi = std::max(M_hi, ph.m_hi);
+    pk = pick_phases(s.sW, M_hi - M_lo + 1);
+    if (M_hi >= M_lo) read_end = std::max(read_end, M_lo + round_up(M_hi - M_lo + 1, lanes() * pk.V));
+  }
   const int64_t Wp = E + read_end;
   const auto xpad = padded_image_rows(s, x, E, Wp);
   const float* xp = xpad.const_data_ptr<float>();
@@ -525,6 +623,14 @@ void direct_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor
       const int64_t ocb = nhwc ? 1 : s.H_out * s.W_out, ostep = nhwc ? s.C_out : 1;
       float* yrow = nhwc ? yp + ((n * s.H_out + oh) * s.W_out) * s.C_out + g * cog
                          : yp + ((n * s.C_out + g * cog) * s.H_out + oh) * s.W_out;
+      if (all_phases) {
+        AllPhases a{src.data(), wr.data(), R, s.kW, NE, 0, bp ? bp[g] : 0.f, yrow, s.pW, s.W_out, ostep};
+        for (int64_t m0 = M_lo; m0 <= M_hi; m0 += lanes() * pk.V) {
+          a.shift = m0;
+          pk.fn(a);
+        }
+        continue;
+      }
       for (const Phase& ph : phases) {
         const int64_t rw = &ph - phases.data();
         Strip a{src.data(), wr.data(), R, ph.soff.data(), ph.wtap.data(), static_cast<int64_t>(ph.soff.size()),
