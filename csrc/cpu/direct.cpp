@@ -59,9 +59,15 @@ int64_t grain(int64_t work_per_item) { return std::max<int64_t>(1, 65536 / std::
 // x (rows of W columns) copied into rows of Wp columns starting at column E, zeros around: the kernels
 // then read whole vectors with no bounds tests. Filled here rather than with at::zeros + copy_: one
 // dynamically scheduled pass instead of two statically split ones (which cost much more when the cores
-// are shared with other processes).
-at::Tensor padded_rows(const at::Tensor& x, int64_t rows, int64_t W, int64_t E, int64_t Wp) {
-  auto out = at::empty({rows, Wp}, x.options());
+// are shared with other processes). `tail` zeros follow the last row, for kernels whose lanes past a row's
+// end (discarded) may read the next row or, after the last one, the tail.
+at::Tensor padded_storage(int64_t rows, int64_t Wp, int64_t tail, const at::TensorOptions& options) {
+  auto flat = at::empty({rows * Wp + tail}, options.memory_format(c10::MemoryFormat::Contiguous));
+  if (tail > 0) flat.narrow(0, rows * Wp, tail).zero_();
+  return flat.narrow(0, 0, rows * Wp).view({rows, Wp});
+}
+at::Tensor padded_rows(const at::Tensor& x, int64_t rows, int64_t W, int64_t E, int64_t Wp, int64_t tail = 0) {
+  auto out = padded_storage(rows, Wp, tail, x.options());
   const float* src = x.const_data_ptr<float>();
   float* dst = out.mutable_data_ptr<float>();
   parallel_tasks(rows, grain(Wp), [&](int64_t r0, int64_t r1) {
@@ -78,11 +84,11 @@ at::Tensor padded_rows(const at::Tensor& x, int64_t rows, int64_t W, int64_t E, 
 // The rows (n, c, h) of image x padded as padded_rows does, from NCHW or from channels_last (NHWC) x, which
 // is transposed on the way (tasks over (n, h): each reads one W x C block of x), so a channels_last input
 // costs no extra pass.
-at::Tensor padded_image_rows(const ConvT2dShape& s, const at::Tensor& x, int64_t E, int64_t Wp) {
+at::Tensor padded_image_rows(const ConvT2dShape& s, const at::Tensor& x, int64_t E, int64_t Wp, int64_t tail = 0) {
   if (x.is_contiguous() || !x.is_contiguous(c10::MemoryFormat::ChannelsLast))
-    return padded_rows(x, s.N * s.C_in * s.H_in, s.W_in, E, Wp);
+    return padded_rows(x, s.N * s.C_in * s.H_in, s.W_in, E, Wp, tail);
   const int64_t C = s.C_in, H = s.H_in, W = s.W_in;
-  auto out = at::empty({s.N * C * H, Wp}, x.options().memory_format(c10::MemoryFormat::Contiguous));
+  auto out = padded_storage(s.N * C * H, Wp, tail, x.options());
   const float* src = x.const_data_ptr<float>();
   float* dst = out.mutable_data_ptr<float>();
   parallel_tasks(s.N * H, grain(C * Wp), [&](int64_t t0, int64_t t1) {
@@ -594,10 +600,12 @@ void direct_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor
     M_lo = phases[0].m_lo, M_hi = phases[0].m_hi;
     for (const Phase& ph : phases) M_lo = std::min(M_lo, ph.m_lo), M_hi = std::max(M_hi, ph.m_hi);
     pk = pick_phases(s.sW, M_hi - M_lo + 1);
-    if (M_hi >= M_lo) read_end = std::max(read_end, M_lo + round_up(M_hi - M_lo + 1, lanes() * pk.V));
   }
+  // Positions up to M_hi read inside their row (read_end > M_hi); the last strip's lanes past M_hi, which are
+  // not stored, may read on into the next row, and after the last row into a tail (no wider rows: the copy
+  // stays the size of the strip kernel's).
   const int64_t Wp = E + read_end;
-  const auto xpad = padded_image_rows(s, x, E, Wp);
+  const auto xpad = padded_image_rows(s, x, E, Wp, all_phases ? lanes() * pk.V : 0);
   const float* xp = xpad.const_data_ptr<float>();
   const float* wp = w.const_data_ptr<float>();
   const float* bp = b.defined() ? b.const_data_ptr<float>() : nullptr;
