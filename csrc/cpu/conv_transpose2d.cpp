@@ -159,13 +159,18 @@ at::Tensor operand(const at::Tensor& t, bool native) { return native ? t : widen
 //     channel at s3/s4 on the plain strips 0.79-0.98, on the all-phases kernel 1.5-2.1 (FSRCNN x3/x4, 32 and
 //     56 channels). Left direct, where it was faster: 32 input channels 1.01-1.50 (one exception: 32->4 k5
 //     0.65); channels_last 1.3-4.6.
-//   - with the CPU's bfloat16 dot products, every NCHW bfloat16 op: the direct kernels run on float32
-//     copies. FSRCNN x2 fwd went from 9.2 to 5.6 ms and bwd from 9.8 to 8.8 ms; the RGB layer fwd from 6.2 to
-//     3.0 ms. Not for channels_last, whose direct backward (vectorised along the channels) is faster.
+//   - with the CPU's bfloat16 dot products, NCHW bfloat16 ops: the direct kernels run on float32 copies.
+//     With 2+ output channels per group every op (the RGB layer fwd 4.2 -> 2.7 ms, bwd 5.6 -> 4.8 ms); with
+//     one, the forward of narrow images or of 48+ input channels (FSRCNN x2 6.9 -> 5.8 ms, x3 6.5 -> 6.0,
+//     x4 3.3 -> 3.4, 16 x 48x48 patches 3.9 -> 2.0), while the backward and FSRCNN-s (32 channels: fwd
+//     1.26-1.32x, bwd 1.14-1.26x faster direct) stay direct, where the all-phases forward and the backward's
+//     tap blocks now win. Not for channels_last, whose direct backward (vectorised along the channels) is
+//     faster.
 // (For a configuration whose path is direct.)
 bool direct_on_tiles(const ConvT2dShape& s, at::ScalarType t, bool nhwc, bool forward) {
   if (cpu::path_forced() || s.cin_per_group() < 16) return false;
-  if (!nhwc && t == at::kBFloat16 && cpu::bf16_gemm_available()) return true;
+  if (!nhwc && t == at::kBFloat16 && cpu::bf16_gemm_available())
+    return s.cout_per_group() >= 2 || (forward && (s.W_in < 128 || s.cin_per_group() >= 48));
   if (!forward || !cpu::use_tiles(at::kFloat)) return false;
   if (s.W_in < 128) return true;
   return !nhwc && s.cin_per_group() >= 48 &&
