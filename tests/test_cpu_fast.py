@@ -44,6 +44,9 @@ BLOCKS = [
     Case("all_phases_s4_wide", 1, 7, 1, 2, 150, 11, 4, 5, 3),    # 3 shifts, several strips, first m > 0
     Case("all_phases_groups", 2, 6, 2, 3, 33, 5, 2, 2, 1, groups=2),  # one output channel per group
     Case("all_phases_rect", 1, 4, 1, 5, 40, (3, 7), (2, 3), (1, 3), (1, 2)),
+    Case("all_phases_3_channels", 2, 6, 3, 3, 37, 9, 2, 4, 1),
+    Case("all_phases_2_channels_s3", 2, 4, 2, 3, 41, 5, 3, 1, 2),
+    Case("all_phases_4_channels_s4", 1, 5, 4, 2, 50, 7, 4, 3, 2),  # AVX2: no kernel fits, the strips serve
 ]
 CASES = GRID + BLOCKS + RANDOM_FEW + RANDOM_BLOCKS + RANDOM_MANY
 

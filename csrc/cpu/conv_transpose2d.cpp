@@ -155,10 +155,12 @@ at::Tensor operand(const at::Tensor& t, bool native) { return native ? t : widen
 //   - the NCHW forward of wider images with 48+ input channels per group and 2+ output channels per group
 //     (the tiles' Z rows, output channels x taps, are then 160+ and the direct strips are narrow), or one
 //     output channel with strides of 3+ that the direct all-phases kernel does not take (sW > 4 or dW > 1).
-//     gemm / direct time: 64->3 k9 s2 on 128x128 0.84, on 256x256 0.70; 48->2 0.73; 128->3 0.78; one output
-//     channel at s3/s4 on the plain strips 0.79-0.98, on the all-phases kernel 1.5-2.1 (FSRCNN x3/x4, 32 and
-//     56 channels). Left direct, where it was faster: 32 input channels 1.01-1.50 (one exception: 32->4 k5
-//     0.65); channels_last 1.3-4.6.
+//     gemm / direct time against the plain strips: 64->3 k9 s2 on 128x128 0.84, on 256x256 0.70; 48->2 0.73;
+//     128->3 0.78; one output channel at s3/s4 0.79-0.98. Against the all-phases kernel (strides 2-4, up to 4
+//     output channels): one output channel 1.5-2.1 (FSRCNN x3/x4, 32 and 56 channels), so it stays direct;
+//     2-3 output channels 0.86-1.18 (64->3 1.04, 56->2 s3 0.86, 48->2 1.09, 128->3 1.18), a draw, left on
+//     the tiles. Left direct, where it was faster: 32 input channels 1.01-1.64 (one exception: 32->4 k5
+//     0.54-0.69); channels_last 1.3-4.6.
 //   - with the CPU's bfloat16 dot products, NCHW bfloat16 ops: the direct kernels run on float32 copies.
 //     With 2+ output channels per group every op (the RGB layer fwd 4.2 -> 2.7 ms, bwd 5.6 -> 4.8 ms); with
 //     one, the forward of narrow images or of 48+ input channels (FSRCNN x2 6.9 -> 5.8 ms, x3 6.5 -> 6.0,

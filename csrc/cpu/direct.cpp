@@ -6,9 +6,9 @@
 //   forward      output column ow with (ow + pW) = sW*m + rw (phase rw) is fed by taps kw with
 //                kw*dW = rw (mod sW), from input column m - e(kw), e = (kw*dW - rw) / sW >= 0: a strip
 //                runs over consecutive m of one phase, reading a zero-padded copy of the input
-//                (E = max e columns on the left, so no bounds tests inside the loops). With one output
-//                channel per group and column strides 2-4 a strip covers every phase instead
-//                (all_phases_body): each loaded vector feeds all the taps that read it.
+//                (E = max e columns on the left, so no bounds tests inside the loops). With column
+//                strides 2-4 a strip covers every phase instead (all_phases_body): each loaded vector
+//                feeds all the taps that read it.
 //   grad_input   gx[iw] reads gy at column iw*sW - pW + kw*dW = sW*(iw + q) + r - pW, with
 //                kw*dW = sW*q + r: a copy of gy split into sW column phases ("deinterleaved", zeros
 //                outside the image) makes it contiguous in iw.
@@ -294,31 +294,34 @@ DECONV_ALWAYS_INLINE void chan_axpy_body(const ChanAxpy& a) {
     for (int c = 0; c < CV; ++c) std::memcpy(a.out + p * a.px + c * kL, &acc[p][c], sizeof(VT));
 }
 
-// ---- forward micro-kernel for one output channel: every column phase of a strip at once --------------------
-// With one output channel the strip kernel loads V vectors of x per tap for V FMAs: it is load-bound. This one
-// covers all S = sW column phases of V*L consecutive phase positions m (output columns S*m + rw - pW, rw < S;
-// dW = 1). Tap kw belongs to phase kw % S and reads x at m - kw / S, so for each source row the V vectors at
-// m - e are loaded once per shift e and feed the S taps kw = S*e + rw (kW FMAs per row instead of one per
-// loaded vector). Each output sums its rows in order and, within a row, its taps in ascending kw: the order
-// of the strip kernel, so the results are bitwise the same.
+// ---- forward micro-kernel for few output channels: every column phase of a strip at once ----------------
+// With few output channels the strip kernel loads V vectors of x per tap for CB*V FMAs: it is load-bound. This
+// one covers all S = sW column phases of V*L consecutive phase positions m (output columns S*m + rw - pW,
+// rw < S; dW = 1) for CB output channels. Tap kw belongs to phase kw % S and reads x at m - kw / S, so for each
+// source row the V vectors at m - e are loaded once per shift e and feed the S taps kw = S*e + rw of every
+// channel (CB*kW FMAs per row instead of CB per loaded vector). Each output sums its rows in order and, within
+// a row, its taps in ascending kw: the order of the strip kernel, so the results are bitwise the same.
 struct AllPhases {
   const float* const* src;   // R source rows (column 0 of the strip's frame: x column m at src[r][m])
-  const float* const* wrow;  // R weight rows (the kW taps of one kh)
+  const float* const* wrow;  // R weight rows (the kW taps of one kh, first channel of the block)
   int64_t R, kW, NE;         // rows, taps, shifts (ceil(kW / S))
+  int64_t wcb;               // weight stride between the CB channels
   int64_t shift;             // first m of the strip
-  float bias;
-  float* out;                // the output row (column 0)
-  int64_t pW, W_out, ostep;  // columns S*m + rw - pW in [0, W_out) are stored, ostep apart
+  const float* bias;         // CB values or null
+  float* out;                // the output row (column 0) of the first channel
+  int64_t ocb, pW, W_out, ostep;  // channels ocb apart; columns S*m + rw - pW in [0, W_out) stored, ostep apart
 };
 
-template <typename VT, int S, int V>
+template <typename VT, int CB, int S, int V>
 DECONV_ALWAYS_INLINE void all_phases_body(const AllPhases& a) {
   constexpr int kL = sizeof(VT) / sizeof(float);
-  VT acc[S][V];
+  VT acc[CB][S][V];
 #pragma GCC unroll 8
-  for (int rw = 0; rw < S; ++rw)
+  for (int c = 0; c < CB; ++c)
 #pragma GCC unroll 8
-    for (int v = 0; v < V; ++v) acc[rw][v] = VT{};
+    for (int rw = 0; rw < S; ++rw)
+#pragma GCC unroll 8
+      for (int v = 0; v < V; ++v) acc[c][rw][v] = VT{};
   for (int64_t r = 0; r < a.R; ++r) {
     const float* src = a.src[r] + a.shift;
     const float* w = a.wrow[r];
@@ -329,17 +332,24 @@ DECONV_ALWAYS_INLINE void all_phases_body(const AllPhases& a) {
 #pragma GCC unroll 8
       for (int rw = 0; rw < S; ++rw) {
         if (S * e + rw >= a.kW) break;
-        const float wv = w[S * e + rw];
 #pragma GCC unroll 8
-        for (int v = 0; v < V; ++v) acc[rw][v] += wv * xv[v];
+        for (int c = 0; c < CB; ++c) {
+          const float wv = w[c * a.wcb + S * e + rw];
+#pragma GCC unroll 8
+          for (int v = 0; v < V; ++v) acc[c][rw][v] += wv * xv[v];
+        }
       }
     }
   }
-  float lane[S][kL * V];
-  std::memcpy(lane, acc, sizeof lane);
   const int64_t c0 = S * a.shift - a.pW;  // the column of (m = shift, rw = 0)
   const int64_t i0 = std::max<int64_t>(0, -c0), i1 = std::min<int64_t>(S * kL * V, a.W_out - c0);
-  for (int64_t i = i0; i < i1; ++i) a.out[(c0 + i) * a.ostep] = lane[i % S][i / S] + a.bias;
+  for (int c = 0; c < CB; ++c) {
+    float lane[S][kL * V];
+    std::memcpy(lane, acc[c], sizeof lane);
+    const float b = a.bias ? a.bias[c] : 0.f;
+    float* o = a.out + c * a.ocb;
+    for (int64_t i = i0; i < i1; ++i) o[(c0 + i) * a.ostep] = lane[i % S][i / S] + b;
+  }
 }
 
 // ---- ISA dispatch: AVX-512 and AVX2/FMA clones on x86-64, 8-lane baseline code elsewhere -------------
@@ -353,7 +363,7 @@ template <int CB, int V> void strip_base(const Strip& a) { strip_body<vec8, CB, 
 template <int CI, int TB> void dot_base(const DotRows& a) { dot_body<vec8, CI, TB>(a); }
 template <int CV, int TB> void chan_base(const ChanDot& a) { chan_dot_body<vec8, CV, TB>(a); }
 template <int CV, int P> void axpy_base(const ChanAxpy& a) { chan_axpy_body<vec8, CV, P>(a); }
-template <int S, int V> void phases_base(const AllPhases& a) { all_phases_body<vec8, S, V>(a); }
+template <int CB, int S, int V> void phases_base(const AllPhases& a) { all_phases_body<vec8, CB, S, V>(a); }
 #if defined(__x86_64__)
 #define DECONV_AVX2 __attribute__((target("avx2,fma")))
 #define DECONV_AVX512 __attribute__((target("avx512f,avx2,fma")))
@@ -361,12 +371,14 @@ template <int CB, int V> DECONV_AVX2 void strip_avx2(const Strip& a) { strip_bod
 template <int CI, int TB> DECONV_AVX2 void dot_avx2(const DotRows& a) { dot_body<vec8, CI, TB>(a); }
 template <int CV, int TB> DECONV_AVX2 void chan_avx2(const ChanDot& a) { chan_dot_body<vec8, CV, TB>(a); }
 template <int CV, int P> DECONV_AVX2 void axpy_avx2(const ChanAxpy& a) { chan_axpy_body<vec8, CV, P>(a); }
-template <int S, int V> DECONV_AVX2 void phases_avx2(const AllPhases& a) { all_phases_body<vec8, S, V>(a); }
+template <int CB, int S, int V> DECONV_AVX2 void phases_avx2(const AllPhases& a) { all_phases_body<vec8, CB, S, V>(a); }
 template <int CB, int V> DECONV_AVX512 void strip_avx512(const Strip& a) { strip_body<vec16, CB, V>(a); }
 template <int CI, int TB> DECONV_AVX512 void dot_avx512(const DotRows& a) { dot_body<vec16, CI, TB>(a); }
 template <int CV, int TB> DECONV_AVX512 void chan_avx512(const ChanDot& a) { chan_dot_body<vec16, CV, TB>(a); }
 template <int CV, int P> DECONV_AVX512 void axpy_avx512(const ChanAxpy& a) { chan_axpy_body<vec16, CV, P>(a); }
-template <int S, int V> DECONV_AVX512 void phases_avx512(const AllPhases& a) { all_phases_body<vec16, S, V>(a); }
+template <int CB, int S, int V> DECONV_AVX512 void phases_avx512(const AllPhases& a) {
+  all_phases_body<vec16, CB, S, V>(a);
+}
 #endif
 
 int hardware_isa_level() {
@@ -466,32 +478,49 @@ StripFn pick_strip(int64_t cb, int v) {
     default: return strip_fn<4, 2>();
   }
 }
-template <int S, int V> PhasesFn phases_fn() {
+template <int CB, int S, int V> PhasesFn phases_fn() {
 #if defined(__x86_64__)
-  if (current_isa() == 2) return &phases_avx512<S, V>;
-  if (current_isa() == 1) return &phases_avx2<S, V>;
+  if (current_isa() == 2) return &phases_avx512<CB, S, V>;
+  if (current_isa() == 1) return &phases_avx2<CB, S, V>;
 #endif
-  return &phases_base<S, V>;
+  return &phases_base<CB, S, V>;
 }
-// The all-phases forward (strides 2-4): vectors per strip with S * V + V registers within the ISA's (32 with
-// AVX-512, else 16), fewest vectors computed plus one per strip, as pick_v_forward. {S, V, function}.
+// The all-phases forward's kernels: vectors per strip V with CB * S * V accumulators plus V loaded vectors
+// within the registers (32 with AVX-512, 16 with AVX2); for one channel the fewest vectors computed plus one
+// per strip among two or three widths, as pick_v_forward. {0, nullptr} where none fits (CB 4 at stride 4 on
+// AVX2): the strip kernel then serves.
 struct PhasesKernel {
   int V;
   PhasesFn fn;
 };
-PhasesKernel pick_phases(int64_t S, int64_t positions) {
-  std::vector<PhasesKernel> opts;
+PhasesKernel pick_phases(int64_t CB, int64_t S, int64_t positions) {
+  using K = PhasesKernel;
+  using Opts = std::vector<K>;
   const bool wide = current_isa() == 2;
-  if (S == 2) opts = wide ? std::vector<PhasesKernel>{{4, phases_fn<2, 4>()}, {8, phases_fn<2, 8>()}}
-                          : std::vector<PhasesKernel>{{2, phases_fn<2, 2>()}, {4, phases_fn<2, 4>()}};
-  else if (S == 3) opts = wide ? std::vector<PhasesKernel>{{4, phases_fn<3, 4>()}, {6, phases_fn<3, 6>()}}
-                               : std::vector<PhasesKernel>{{2, phases_fn<3, 2>()}, {3, phases_fn<3, 3>()}};
-  else opts = wide ? std::vector<PhasesKernel>{{3, phases_fn<4, 3>()}, {4, phases_fn<4, 4>()}, {6, phases_fn<4, 6>()}}
-                   : std::vector<PhasesKernel>{{2, phases_fn<4, 2>()}, {3, phases_fn<4, 3>()}};
+  Opts opts;
+  switch (CB * 10 + S) {
+    case 12: opts = wide ? Opts{{4, phases_fn<1, 2, 4>()}, {8, phases_fn<1, 2, 8>()}}
+                         : Opts{{2, phases_fn<1, 2, 2>()}, {4, phases_fn<1, 2, 4>()}}; break;
+    case 13: opts = wide ? Opts{{4, phases_fn<1, 3, 4>()}, {6, phases_fn<1, 3, 6>()}}
+                         : Opts{{2, phases_fn<1, 3, 2>()}, {3, phases_fn<1, 3, 3>()}}; break;
+    case 14: opts = wide ? Opts{{3, phases_fn<1, 4, 3>()}, {4, phases_fn<1, 4, 4>()}, {6, phases_fn<1, 4, 6>()}}
+                         : Opts{{2, phases_fn<1, 4, 2>()}, {3, phases_fn<1, 4, 3>()}}; break;
+    case 22: opts = wide ? Opts{{6, phases_fn<2, 2, 6>()}} : Opts{{2, phases_fn<2, 2, 2>()}}; break;
+    case 23: opts = wide ? Opts{{4, phases_fn<2, 3, 4>()}} : Opts{{2, phases_fn<2, 3, 2>()}}; break;
+    case 24: opts = wide ? Opts{{3, phases_fn<2, 4, 3>()}} : Opts{{1, phases_fn<2, 4, 1>()}}; break;
+    case 32: opts = wide ? Opts{{4, phases_fn<3, 2, 4>()}} : Opts{{2, phases_fn<3, 2, 2>()}}; break;
+    case 33: opts = wide ? Opts{{3, phases_fn<3, 3, 3>()}} : Opts{{1, phases_fn<3, 3, 1>()}}; break;
+    case 34: opts = wide ? Opts{{2, phases_fn<3, 4, 2>()}} : Opts{{1, phases_fn<3, 4, 1>()}}; break;
+    case 42: opts = wide ? Opts{{3, phases_fn<4, 2, 3>()}} : Opts{{1, phases_fn<4, 2, 1>()}}; break;
+    case 43: opts = wide ? Opts{{2, phases_fn<4, 3, 2>()}} : Opts{{1, phases_fn<4, 3, 1>()}}; break;
+    case 44: if (wide) opts = Opts{{1, phases_fn<4, 4, 1>()}}; break;
+    default: break;
+  }
+  if (opts.empty()) return {0, nullptr};
   const int64_t need = std::max<int64_t>(1, ceil_div(positions, lanes()));
   auto cost = [&](int v) { return ceil_div(need, v) * (v + 1); };
-  PhasesKernel best = opts[0];
-  for (const auto& o : opts)
+  K best = opts[0];
+  for (const K& o : opts)
     if (cost(o.V) <= cost(best.V)) best = o;
   return best;
 }
@@ -560,7 +589,7 @@ ChanFn pick_chan(int64_t cv, int64_t tb) {
 
 // ---- forward -------------------------------------------------------------------------------------------
 bool direct_forward_all_phases(const ConvT2dShape& s) {
-  return s.cout_per_group() == 1 && s.dW == 1 && s.sW >= 2 && s.sW <= 4;
+  return s.cout_per_group() <= 4 && s.dW == 1 && s.sW >= 2 && s.sW <= 4;
 }
 
 void direct_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
@@ -591,16 +620,13 @@ void direct_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor
     ph.fn = pick_strip(cog, v);
     if (ph.m_hi >= ph.m_lo) read_end = std::max(read_end, ph.m_lo + round_up(ph.m_hi - ph.m_lo + 1, ph.L));
   }
-  // One output channel per group, strides 2-4, no column dilation: every column phase per strip
+  // Up to 4 output channels per group, strides 2-4, no column dilation: every column phase per strip
   // (all_phases_body), over the positions [M_lo, M_hi] of all phases together.
-  const bool all_phases = direct_forward_all_phases(s) && current_isa() >= 1;
-  int64_t M_lo = 0, M_hi = -1, NE = ceil_div(s.kW, s.sW);
-  PhasesKernel pk{0, nullptr};
-  if (all_phases) {
-    M_lo = phases[0].m_lo, M_hi = phases[0].m_hi;
-    for (const Phase& ph : phases) M_lo = std::min(M_lo, ph.m_lo), M_hi = std::max(M_hi, ph.m_hi);
-    pk = pick_phases(s.sW, M_hi - M_lo + 1);
-  }
+  int64_t M_lo = phases[0].m_lo, M_hi = phases[0].m_hi, NE = ceil_div(s.kW, s.sW);
+  for (const Phase& ph : phases) M_lo = std::min(M_lo, ph.m_lo), M_hi = std::max(M_hi, ph.m_hi);
+  const PhasesKernel pk = direct_forward_all_phases(s) && current_isa() >= 1
+                              ? pick_phases(cog, s.sW, M_hi - M_lo + 1) : PhasesKernel{0, nullptr};
+  const bool all_phases = pk.fn != nullptr;
   // Positions up to M_hi read inside their row (read_end > M_hi); the last strip's lanes past M_hi, which are
   // not stored, may read on into the next row, and after the last row into a tail (no wider rows: the copy
   // stays the size of the strip kernel's).
@@ -632,7 +658,8 @@ void direct_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor
       float* yrow = nhwc ? yp + ((n * s.H_out + oh) * s.W_out) * s.C_out + g * cog
                          : yp + ((n * s.C_out + g * cog) * s.H_out + oh) * s.W_out;
       if (all_phases) {
-        AllPhases a{src.data(), wr.data(), R, s.kW, NE, 0, bp ? bp[g] : 0.f, yrow, s.pW, s.W_out, ostep};
+        AllPhases a{src.data(), wr.data(), R, s.kW, NE, kk, 0, bp ? bp + g * cog : nullptr, yrow, ocb, s.pW,
+                    s.W_out, ostep};
         for (int64_t m0 = M_lo; m0 <= M_hi; m0 += lanes() * pk.V) {
           a.shift = m0;
           pk.fn(a);

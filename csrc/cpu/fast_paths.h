@@ -102,8 +102,9 @@ inline void parallel_tasks(int64_t tasks, int64_t grain_size, const F& f) {
 
 void direct_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
                     const at::Tensor& y);
-// Whether direct_forward computes every column phase of a strip at once (one output channel per group,
-// column strides 2-4, no column dilation; on a vector ISA): the all-phases kernel.
+// Whether direct_forward computes every column phase of a strip at once (up to 4 output channels per group,
+// column strides 2-4, no column dilation; on a vector ISA, where a kernel fits its registers): the
+// all-phases kernel.
 bool direct_forward_all_phases(const ConvT2dShape& s);
 void direct_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx);
 void direct_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw);
