@@ -446,15 +446,18 @@ int64_t strip_wd(const ConvT2dShape& s) {
 // The forward's strips, with the widths 3 and 6 too (one channel: 1, 2, 3, 4, 6, 8 vectors; two: 1-4): the
 // fewest vectors computed plus one per strip (its fixed cost), ties to the wider strip. 192 outputs are 2
 // strips of 6 vectors rather than 2 of 8 (a quarter of the lanes idle), 48 one of 3 rather than one of 4.
+// What a row of `width` outputs costs in strips of v vectors: the vectors computed plus one per strip.
+int64_t strips_cost(int64_t width, int v) {
+  const int64_t need = std::max<int64_t>(1, ceil_div(width, lanes()));
+  return ceil_div(need, v) * (v + 1);
+}
 int pick_v_forward(int64_t cb, int64_t width) {
   static constexpr int kOne[] = {1, 2, 3, 4, 6, 8}, kTwo[] = {1, 2, 3, 4}, kMore[] = {1, 2};
   const int* opts = cb == 1 ? kOne : cb == 2 ? kTwo : kMore;
   const int count = cb == 1 ? 6 : cb == 2 ? 4 : 2;
-  const int64_t need = std::max<int64_t>(1, ceil_div(width, lanes()));
-  auto cost = [&](int v) { return ceil_div(need, v) * (v + 1); };
   int best = 1;
   for (int i = 0; i < count; ++i)
-    if (cost(opts[i]) <= cost(best)) best = opts[i];
+    if (strips_cost(width, opts[i]) <= strips_cost(width, best)) best = opts[i];
   return best;
 }
 StripFn pick_strip(int64_t cb, int v) {
@@ -486,8 +489,8 @@ template <int CB, int S, int V> PhasesFn phases_fn() {
   return &phases_base<CB, S, V>;
 }
 // The all-phases forward's kernels: vectors per strip V with CB * S * V accumulators plus V loaded vectors
-// within the registers (32 with AVX-512, 16 with AVX2); for one channel the fewest vectors computed plus one
-// per strip among two or three widths, as pick_v_forward. {0, nullptr} where none fits (CB 4 at stride 4 on
+// within the registers (32 with AVX-512, 16 with AVX2); for one channel the cheapest of two or three widths
+// (strips_cost, as pick_v_forward). {0, nullptr} where none fits (CB 4 at stride 4 on
 // AVX2): the strip kernel then serves.
 struct PhasesKernel {
   int V;
@@ -517,11 +520,9 @@ PhasesKernel pick_phases(int64_t CB, int64_t S, int64_t positions) {
     default: break;
   }
   if (opts.empty()) return {0, nullptr};
-  const int64_t need = std::max<int64_t>(1, ceil_div(positions, lanes()));
-  auto cost = [&](int v) { return ceil_div(need, v) * (v + 1); };
   K best = opts[0];
   for (const K& o : opts)
-    if (cost(o.V) <= cost(best.V)) best = o;
+    if (strips_cost(positions, o.V) <= strips_cost(positions, best.V)) best = o;
   return best;
 }
 // ci in {1, 2, 4}, tb in 1..6.
