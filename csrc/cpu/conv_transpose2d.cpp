@@ -200,7 +200,9 @@ void forward_launch(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor
   };
   if (p != cpu::Path::generic && is_half(x.scalar_type())) {
     const bool n = native_bf16(p, x.scalar_type());
-    return on_float_path(y, [&](const at::Tensor& yf) { fast(operand(x, n), operand(w, n), widened(b), yf); });
+    // The direct forward widens x in the padded copy it makes anyway (no separate float32 copy of x).
+    const bool x_as_is = n || p == cpu::Path::direct;
+    return on_float_path(y, [&](const at::Tensor& yf) { fast(operand(x, x_as_is), operand(w, n), widened(b), yf); });
   }
   if (p != cpu::Path::generic) return fast(x, w, b, y);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "conv_transpose2d_cpu", [&] {

@@ -28,6 +28,7 @@
 #include <cstdlib>
 #include <string>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "fast_paths.h"
@@ -66,17 +67,32 @@ at::Tensor padded_storage(int64_t rows, int64_t Wp, int64_t tail, const at::Tens
   if (tail > 0) flat.narrow(0, rows * Wp, tail).zero_();
   return flat.narrow(0, 0, rows * Wp).view({rows, Wp});
 }
+// Values of x (float32, bfloat16 or float16) as float32.
+template <typename T>
+void widen_copy(const T* src, int64_t count, float* dst) {
+  if constexpr (std::is_same_v<T, float>) std::memcpy(dst, src, count * sizeof(float));
+  else for (int64_t i = 0; i < count; ++i) dst[i] = static_cast<float>(src[i]);
+}
+template <typename F>
+void dispatch_image_type(const at::Tensor& x, const F& f) {
+  if (x.scalar_type() == at::kBFloat16) f(x.const_data_ptr<at::BFloat16>());
+  else if (x.scalar_type() == at::kHalf) f(x.const_data_ptr<at::Half>());
+  else f(x.const_data_ptr<float>());
+}
+
+// x may be bfloat16 or float16 too: the copy is float32 (the forward then needs no separate widened copy).
 at::Tensor padded_rows(const at::Tensor& x, int64_t rows, int64_t W, int64_t E, int64_t Wp, int64_t tail = 0) {
-  auto out = padded_storage(rows, Wp, tail, x.options());
-  const float* src = x.const_data_ptr<float>();
+  auto out = padded_storage(rows, Wp, tail, x.options().dtype(at::kFloat));
   float* dst = out.mutable_data_ptr<float>();
-  parallel_tasks(rows, grain(Wp), [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      float* d = dst + r * Wp;
-      std::fill(d, d + E, 0.f);
-      std::memcpy(d + E, src + r * W, W * sizeof(float));
-      std::fill(d + E + W, d + Wp, 0.f);
-    }
+  dispatch_image_type(x, [&](const auto* src) {
+    parallel_tasks(rows, grain(Wp), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        float* d = dst + r * Wp;
+        std::fill(d, d + E, 0.f);
+        widen_copy(src + r * W, W, d + E);
+        std::fill(d + E + W, d + Wp, 0.f);
+      }
+    });
   });
   return out;
 }
@@ -88,27 +104,28 @@ at::Tensor padded_image_rows(const ConvT2dShape& s, const at::Tensor& x, int64_t
   if (x.is_contiguous() || !x.is_contiguous(c10::MemoryFormat::ChannelsLast))
     return padded_rows(x, s.N * s.C_in * s.H_in, s.W_in, E, Wp, tail);
   const int64_t C = s.C_in, H = s.H_in, W = s.W_in;
-  auto out = padded_storage(s.N * C * H, Wp, tail, x.options());
-  const float* src = x.const_data_ptr<float>();
+  auto out = padded_storage(s.N * C * H, Wp, tail, x.options().dtype(at::kFloat));
   float* dst = out.mutable_data_ptr<float>();
-  parallel_tasks(s.N * H, grain(C * Wp), [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t n = t / H, h = t % H;
-      const float* block = src + t * W * C;  // x[n, h, :, :]
-      for (int64_t c = 0; c < C; ++c) {
-        float* d = dst + ((n * C + c) * H + h) * Wp;
-        std::fill(d, d + E, 0.f);
-        std::fill(d + E + W, d + Wp, 0.f);
-      }
-      // 32 pixels (32 x C values, in L1) at a time, into C rows.
-      for (int64_t w0 = 0; w0 < W; w0 += 32) {
-        const int64_t w1 = std::min(W, w0 + 32);
+  dispatch_image_type(x, [&](const auto* src) {
+    parallel_tasks(s.N * H, grain(C * Wp), [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t n = t / H, h = t % H;
+        const auto* block = src + t * W * C;  // x[n, h, :, :]
         for (int64_t c = 0; c < C; ++c) {
-          float* d = dst + ((n * C + c) * H + h) * Wp + E;
-          for (int64_t w = w0; w < w1; ++w) d[w] = block[w * C + c];
+          float* d = dst + ((n * C + c) * H + h) * Wp;
+          std::fill(d, d + E, 0.f);
+          std::fill(d + E + W, d + Wp, 0.f);
+        }
+        // 32 pixels (32 x C values, in L1) at a time, into C rows.
+        for (int64_t w0 = 0; w0 < W; w0 += 32) {
+          const int64_t w1 = std::min(W, w0 + 32);
+          for (int64_t c = 0; c < C; ++c) {
+            float* d = dst + ((n * C + c) * H + h) * Wp + E;
+            for (int64_t w = w0; w < w1; ++w) d[w] = static_cast<float>(block[w * C + c]);
+          }
         }
       }
-    }
+    });
   });
   return out;
 }
