@@ -20,6 +20,7 @@
 // grad_weight is vectorised along the input channels instead (nhwc_grad_weight; with fewer than half a
 // vector of them, depthwise for one, it gathers rows as below), and y / gx are stored with NHWC strides by
 // the strip kernel.
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
@@ -67,24 +68,19 @@ at::Tensor padded_storage(int64_t rows, int64_t Wp, int64_t tail, const at::Tens
   if (tail > 0) flat.narrow(0, rows * Wp, tail).zero_();
   return flat.narrow(0, 0, rows * Wp).view({rows, Wp});
 }
-// Values of x (float32, bfloat16 or float16) as float32.
+// Values of x (any floating type; the direct kernels get float32, bfloat16 or float16) as float32.
 template <typename T>
 void widen_copy(const T* src, int64_t count, float* dst) {
   if constexpr (std::is_same_v<T, float>) std::memcpy(dst, src, count * sizeof(float));
   else for (int64_t i = 0; i < count; ++i) dst[i] = static_cast<float>(src[i]);
-}
-template <typename F>
-void dispatch_image_type(const at::Tensor& x, const F& f) {
-  if (x.scalar_type() == at::kBFloat16) f(x.const_data_ptr<at::BFloat16>());
-  else if (x.scalar_type() == at::kHalf) f(x.const_data_ptr<at::Half>());
-  else f(x.const_data_ptr<float>());
 }
 
 // x may be bfloat16 or float16 too: the copy is float32 (the forward then needs no separate widened copy).
 at::Tensor padded_rows(const at::Tensor& x, int64_t rows, int64_t W, int64_t E, int64_t Wp, int64_t tail = 0) {
   auto out = padded_storage(rows, Wp, tail, x.options().dtype(at::kFloat));
   float* dst = out.mutable_data_ptr<float>();
-  dispatch_image_type(x, [&](const auto* src) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "padded_rows", [&] {
+    const scalar_t* src = x.const_data_ptr<scalar_t>();
     parallel_tasks(rows, grain(Wp), [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         float* d = dst + r * Wp;
@@ -106,7 +102,8 @@ at::Tensor padded_image_rows(const ConvT2dShape& s, const at::Tensor& x, int64_t
   const int64_t C = s.C_in, H = s.H_in, W = s.W_in;
   auto out = padded_storage(s.N * C * H, Wp, tail, x.options().dtype(at::kFloat));
   float* dst = out.mutable_data_ptr<float>();
-  dispatch_image_type(x, [&](const auto* src) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "padded_image_rows", [&] {
+    const scalar_t* src = x.const_data_ptr<scalar_t>();
     parallel_tasks(s.N * H, grain(C * Wp), [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t n = t / H, h = t % H;
