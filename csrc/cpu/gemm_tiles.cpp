@@ -352,6 +352,12 @@ void tiled_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor&
   const int64_t cb = std::min(cog, std::max<int64_t>(1, 64 / kk)), blocks = ceil_div(cog, cb);
   const int64_t NB = tile_columns<T>(Kp);
   const std::vector<T> zeros(s.W_in, T(0.f));
+  // Where a y column receives more than one tap of a row (gather_by_phase: kW dW > sW, sW > 1), the col2im adds
+  // go to a task-local column-deinterleaved copy of its planes, contiguous per run, which is then interleaved
+  // into y once, instead of adding sW apart per tap. Wd covers j = iw + q for every tap, and
+  // sW Wd >= W_out + pW, so every output has its slot.
+  const bool phased = gather_by_phase(s);
+  const int64_t Wd = std::max(PhaseRows::width(s), ceil_div(s.W_out + s.pW, s.sW));
   std::vector<Range> kw_inputs(s.kW);  // the input columns each kw reaches
   for (int64_t kw = 0; kw < s.kW; ++kw) kw_inputs[kw] = inputs_for_tap(kw, s.W_in, s.W_out, s.sW, s.pW, s.dW);
   const float* bias = b.defined() ? b.const_data_ptr<float>() : nullptr;
@@ -364,23 +370,42 @@ void tiled_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor&
     // Image n's B: the packed copy (bfloat16) or its channels in x (float); columns kRows apart.
     const int64_t image_stride = kRows<T> == 2 ? Kp * HW : s.C_in * HW, first = kRows<T> == 2 ? 0 : g * cig * HW;
     parallel_tasks(s.N * blocks, 1, [&](int64_t t0, int64_t t1) {
-      std::vector<float> z(cb * kk * NB);
+      std::vector<float> z(cb * kk * NB), yd(phased ? cb * s.H_out * s.sW * Wd : 0);
       std::vector<Run> runs;
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t n = t / blocks, c0 = (t % blocks) * cb, nc = std::min(cb, cog - c0);
         float* planes = yp + (n * s.C_out + g * cog + c0) * plane;
-        for (int64_t c = 0; c < nc; ++c)
-          std::fill(planes + c * plane, planes + (c + 1) * plane, bias ? bias[g * cog + c0 + c] : 0.f);
+        if (phased) {
+          for (int64_t c = 0; c < nc; ++c)
+            std::fill(yd.data() + c * s.H_out * s.sW * Wd, yd.data() + (c + 1) * s.H_out * s.sW * Wd,
+                      bias ? bias[g * cog + c0 + c] : 0.f);
+        } else {
+          for (int64_t c = 0; c < nc; ++c)
+            std::fill(planes + c * plane, planes + (c + 1) * plane, bias ? bias[g * cog + c0 + c] : 0.f);
+        }
         for (int64_t j0 = 0; j0 < HW; j0 += NB) {
           const int64_t nb = std::min(NB, HW - j0);
           kernel(nc * kk, nb, Kp, Kp, HW, NB, false, ap + c0 * kk * Kp, xp + n * image_stride + first + j0 * kRows<T>,
                  z.data());
           // col2im of the tile: y[n, c, ih*sH - pH + kh*dH, iw*sW - pW + kw*dW] += Z[(c, kh, kw), (ih, iw)],
           // row of Z by row, over the tile's runs of input rows.
-          runs.clear();
-          for_each_run(s, j0, nb, [&](int64_t ih, int64_t iw0, int64_t iw1, int64_t j) {
-            runs.push_back({ih, iw0, iw1, j});
-          });
+          tile_runs(s, j0, nb, runs);
+          if (phased) {  // into the deinterleaved planes: yd[c][oh][r][iw + q] with kw dW = q sW + r
+            for (int64_t c = 0; c < nc; ++c)
+              for (int64_t kh = 0; kh < s.kH; ++kh)
+                for (int64_t kw = 0; kw < s.kW; ++kw) {
+                  const float* zrow = z.data() + ((c * s.kH + kh) * s.kW + kw) * NB;
+                  float* base = yd.data() + c * s.H_out * s.sW * Wd + (kw * s.dW % s.sW) * Wd + kw * s.dW / s.sW;
+                  for (const Run& u : runs) {
+                    const int64_t oh = u.ih * s.sH - s.pH + kh * s.dH;
+                    if (oh < 0 || oh >= s.H_out) continue;
+                    const float* zr = zrow + u.j - u.iw0;
+                    float* yr = base + oh * s.sW * Wd;
+                    for (int64_t i = u.iw0; i < u.iw1; ++i) yr[i] += zr[i];
+                  }
+                }
+            continue;
+          }
           for (int64_t c = 0; c < nc; ++c)
             for (int64_t kh = 0; kh < s.kH; ++kh)
               for (int64_t kw = 0; kw < s.kW; ++kw) {
@@ -399,6 +424,19 @@ void tiled_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor&
                 }
               }
         }
+        if (phased)  // y[c][oh][ow] = yd[c][oh][r][j], ow + pW = j sW + r
+          for (int64_t c = 0; c < nc; ++c)
+            for (int64_t oh = 0; oh < s.H_out; ++oh) {
+              const float* d = yd.data() + (c * s.H_out + oh) * s.sW * Wd;
+              float* yr = planes + c * plane + oh * s.W_out;
+              for (int64_t r = 0; r < s.sW; ++r) {
+                const int64_t j0 = std::max<int64_t>(0, ceil_div(s.pW - r, s.sW));
+                const int64_t j1 = floor_div(s.W_out - 1 + s.pW - r, s.sW) + 1;
+                const float* dr = d + r * Wd;
+                float* yo = yr + r - s.pW;
+                for (int64_t j = j0; j < j1; ++j) yo[j * s.sW] = dr[j];
+              }
+            }
       }
     });
   }
