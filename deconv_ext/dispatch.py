@@ -11,7 +11,8 @@ bfloat16, direct with many output channels) is not taken; cpu_path() tells what 
 variables DECONV_EXT_CPU_PATH and DECONV_EXT_CPU_ISA do the same as forced() for a whole process.
 With no path forced, direct-path configurations with 16+ input channels per group run some ops on the
 gemm kernels where those are faster: the forward of narrow images (cpu_path then reads e.g.
-"direct:avx512 (forward: gemm)"), and with native bfloat16 GEMMs every NCHW bfloat16 op ("gemm:avx512_bf16").
+"direct:avx512 (forward: gemm)"), the NCHW grad_input with 48+ input channels per group ("direct:avx512
+(forward: gemm, grad_input: gemm)"), and with native bfloat16 GEMMs every NCHW bfloat16 op ("gemm:avx512_bf16").
 The gemm path's forward has two formulations (GEMM + col2im "scatter", or one GEMM per output "phase"),
 picked by channel counts; forced(gemm_forward=...) or DECONV_EXT_CPU_GEMM_FORWARD forces one.
 
@@ -48,7 +49,8 @@ def _args(input, weight, stride, padding, output_padding, groups, dilation):
 
 def cpu_path(input, weight, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """The CPU path (e.g. "direct:avx512", "gemm", "generic") of conv_transpose2d with these arguments and
-    of its gradients; "direct:avx512 (forward: gemm)" when the forward alone runs on the gemm kernels. Only
+    of its gradients; "direct:avx512 (forward: gemm)" when the forward alone runs on the gemm kernels,
+    "direct:avx512 (forward: gemm, grad_input: gemm)" when grad_input does too (grad_weight's path first). Only
     shapes, dtypes, the input's layout and the overrides matter: meta tensors are fine."""
     return torch.ops.deconv_ext._cpu_path(*_args(input, weight, stride, padding, output_padding, groups, dilation))
 

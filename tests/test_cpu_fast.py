@@ -343,8 +343,9 @@ def test_channels_last_backward_is_bitwise_the_same_for_any_thread_count():
 # With no path forced, direct-path configurations with 16+ input channels per group run some ops on the tiled
 # gemm kernels (direct_on_tiles in csrc/cpu/conv_transpose2d.cpp): the forward of narrow images (W_in < 128);
 # the NCHW forward with 48+ input channels and 2+ output channels (or one, with strides of 3+ beyond the
-# all-phases kernel); and with native bfloat16 GEMMs, NCHW bfloat16 ops with 2+ output channels, or the
-# forward of narrow images or 48+ input channels with one. The path query says so, and the results hold.
+# all-phases kernel); the NCHW grad_input with 48+ input channels (not with native bfloat16 GEMMs); and with
+# native bfloat16 GEMMs, NCHW bfloat16 ops with 2+ output channels, or the forward of narrow images or 48+
+# input channels with one. The path query says so, and the results hold.
 ON_TILES = [
     Case("narrow_sr_patches", 3, 24, 1, 9, 20, 9, 3, 4, 2),     # forward on the tiles
     Case("narrow_rgb", 2, 16, 3, 7, 11, 4, 2, 1),
@@ -353,23 +354,27 @@ ON_TILES = [
     Case("wide_48_to_2", 1, 48, 2, 2, 130, 5, 2, 2, 1),         # 48+ channels, 2 outputs: NCHW forward on the tiles
     Case("wide_48_stride_3", 1, 48, 1, 2, 129, 9, 3, 4, 2),     # one output, strides 3x3: direct (all phases)
     Case("wide_48_stride_5", 1, 48, 1, 2, 129, 9, 5, 4, 2),     # one output, strides 5x5: NCHW forward on the tiles
-    Case("wide_48_stride_2", 1, 48, 1, 2, 129, 9, 2, 4, 1),     # one output, strides 2x2: direct
+    Case("wide_48_stride_2", 1, 48, 1, 2, 129, 9, 2, 4, 1),     # one output, strides 2x2: direct (grad_input: tiles)
+    Case("wide_32_to_3", 1, 32, 3, 2, 130, 5, 2, 2, 1),         # 32 input channels: direct
 ]
 
 
 def _expected_route(case, dtype, layout):
+    """(grad_weight's path, forward's, grad_input's)."""
     nhwc = layout == "channels_last"
     if case.C_in < 16:
-        return "direct", "direct"
-    cog = case.C_out // case.groups
+        return "direct", "direct", "direct"
+    cog, cig = case.C_out // case.groups, case.C_in // case.groups
     if dtype == torch.bfloat16 and BF16_NATIVE and not nhwc:
         if cog >= 2:
-            return "gemm", "gemm"
-        return "direct", "gemm" if case.W < 128 or case.C_in // case.groups >= 48 else "direct"
+            return "gemm", "gemm", "gemm"
+        return "direct", "gemm" if case.W < 128 or cig >= 48 else "direct", "direct"
+    tiles = "gemm" if "avx2" in ISAS else "direct"  # the tiles need AVX2 or up
     all_phases = cog == 1 and case.dilation[1] == 1 and 2 <= case.stride[1] <= 4
-    on_tiles = case.W < 128 or (not nhwc and case.C_in // case.groups >= 48
+    on_tiles = case.W < 128 or (not nhwc and cig >= 48
                                 and (cog >= 2 or (case.stride[0] * case.stride[1] >= 9 and not all_phases)))
-    return "direct", "gemm" if on_tiles and "avx2" in ISAS else "direct"  # the tiles need AVX2 or up
+    grad_input_on_tiles = not nhwc and cig >= 48
+    return "direct", tiles if on_tiles else "direct", tiles if grad_input_on_tiles else "direct"
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
@@ -379,13 +384,19 @@ def test_direct_shapes_on_tiles_when_faster(case, dtype, layout, monkeypatch):
     monkeypatch.delenv("DECONV_EXT_CPU_PATH", raising=False)
     x, w, b, gy = case.tensors(dtype, seed=15, layout=layout)
     taken = dispatch.cpu_path(x, w, **case.params)
-    ops_path, forward_path = _expected_route(case, dtype, layout)
+    ops_path, forward_path, grad_input_path = _expected_route(case, dtype, layout)
     assert taken.split(":")[0] == ops_path, taken
-    assert ("(forward: " + forward_path) in taken if forward_path != ops_path else "(forward" not in taken, taken
+    others = [f"{name}: {path}" for name, path in (("forward", forward_path), ("grad_input", grad_input_path))
+              if path != ops_path]
+    if others:
+        assert taken.endswith(")") and all(o in taken for o in others), (taken, others)
+        assert taken.count(": ") == len(others), taken
+    else:
+        assert "(" not in taken, taken
     Reference(x, w, b, gy, **case.params).check_all(run_ops(x, w, b, gy, case), context=f" [{case}, {taken}]")
     with dispatch.forced(path="direct"):  # forcing a path keeps every op on it
         assert dispatch.cpu_path(x, w, **case.params).startswith("direct:")
-        assert "(forward" not in dispatch.cpu_path(x, w, **case.params)
+        assert "(" not in dispatch.cpu_path(x, w, **case.params)
 
 
 def test_direct_path_reads_channels_last_x_as_it_is():

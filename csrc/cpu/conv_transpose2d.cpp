@@ -161,6 +161,11 @@ at::Tensor operand(const at::Tensor& t, bool native) { return native ? t : widen
 //     2-3 output channels 0.86-1.18 (64->3 1.04, 56->2 s3 0.86, 48->2 1.09, 128->3 1.18), a draw, left on
 //     the tiles. Left direct, where it was faster: 32 input channels 1.01-1.64 (one exception: 32->4 k5
 //     0.54-0.69); channels_last 1.3-4.6.
+//   - the NCHW grad_input with 48+ input channels per group (float32 operands, or widened): the tiles gather
+//     their im2col rows from the column-deinterleaved gy (gemm_tiles.cpp), sharing it with a fused backward's
+//     direct grad_weight. gemm / direct time, interleaved: FSRCNN x2/x3/x4 0.91/0.89/0.85, 16 x 48x48
+//     patches 0.89, the RGB layer 0.95, DCGAN 64->3 0.81 (whole fused backward 0.82-0.98); with 32 input
+//     channels 1.0-1.1, so those stay direct.
 //   - with the CPU's bfloat16 dot products, NCHW bfloat16 ops: the direct kernels run on float32 copies.
 //     With 2+ output channels per group every op (the RGB layer fwd 4.2 -> 2.7 ms, bwd 5.6 -> 4.8 ms); with
 //     one, the forward of narrow images or of 48+ input channels (FSRCNN x2 6.9 -> 5.8 ms, x3 6.5 -> 6.0,
@@ -169,18 +174,22 @@ at::Tensor operand(const at::Tensor& t, bool native) { return native ? t : widen
 //     tap blocks now win. Not for channels_last, whose direct backward (vectorised along the channels) is
 //     faster.
 // (For a configuration whose path is direct.)
-bool direct_on_tiles(const ConvT2dShape& s, at::ScalarType t, bool nhwc, bool forward) {
+enum class Op { forward, grad_input, grad_weight };
+bool direct_on_tiles(const ConvT2dShape& s, at::ScalarType t, bool nhwc, Op op) {
   if (cpu::path_forced() || s.cin_per_group() < 16) return false;
+  const bool forward = op == Op::forward;
   if (!nhwc && t == at::kBFloat16 && cpu::bf16_gemm_available())
     return s.cout_per_group() >= 2 || (forward && (s.W_in < 128 || s.cin_per_group() >= 48));
-  if (!forward || !cpu::use_tiles(at::kFloat)) return false;
+  if (!cpu::use_tiles(at::kFloat)) return false;
+  if (op == Op::grad_input) return !nhwc && s.cin_per_group() >= 48;
+  if (!forward) return false;
   if (s.W_in < 128) return true;
   return !nhwc && s.cin_per_group() >= 48 &&
          (s.cout_per_group() >= 2 || (s.sH * s.sW >= 9 && !cpu::direct_forward_all_phases(s)));
 }
-cpu::Path op_path(const ConvT2dShape& s, at::ScalarType t, bool nhwc, bool forward) {
+cpu::Path op_path(const ConvT2dShape& s, at::ScalarType t, bool nhwc, Op op) {
   const cpu::Path p = cpu::choose_path(s, t);
-  return p == cpu::Path::direct && direct_on_tiles(s, t, nhwc, forward) ? cpu::Path::gemm : p;
+  return p == cpu::Path::direct && direct_on_tiles(s, t, nhwc, op) ? cpu::Path::gemm : p;
 }
 
 template <typename Fast>
@@ -192,7 +201,7 @@ void on_float_path(const at::Tensor& out, const Fast& fast) {
 
 void forward_launch(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
                     const at::Tensor& y) {
-  const cpu::Path p = op_path(s, x.scalar_type(), !x.is_contiguous(), /*forward=*/true);
+  const cpu::Path p = op_path(s, x.scalar_type(), !x.is_contiguous(), Op::forward);
   auto fast = [&](const at::Tensor& x_, const at::Tensor& w_, const at::Tensor& b_, const at::Tensor& y_) {
     if (p == cpu::Path::direct) cpu::direct_forward(s, x_, w_, b_, y_);
     else if (images_nhwc(x_, y_)) cpu::gemm_nhwc_forward(s, x_, w_, b_, y_);
@@ -212,7 +221,7 @@ void forward_launch(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor
 }
 
 void grad_input_launch(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx) {
-  const cpu::Path p = op_path(s, gy.scalar_type(), !gy.is_contiguous(), /*forward=*/false);
+  const cpu::Path p = op_path(s, gy.scalar_type(), !gy.is_contiguous(), Op::grad_input);
   auto fast = [&](const at::Tensor& gy_, const at::Tensor& w_, const at::Tensor& gx_) {
     if (p == cpu::Path::direct) cpu::direct_grad_input(s, gy_, w_, gx_);
     else if (images_nhwc(gy_, gx_)) cpu::gemm_nhwc_grad_input(s, gy_, w_, gx_);
@@ -230,7 +239,7 @@ void grad_input_launch(const ConvT2dShape& s, const at::Tensor& gy, const at::Te
 }
 
 void grad_weight_launch(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw) {
-  const cpu::Path p = op_path(s, x.scalar_type(), !x.is_contiguous() || !gy.is_contiguous(), /*forward=*/false);
+  const cpu::Path p = op_path(s, x.scalar_type(), !x.is_contiguous() || !gy.is_contiguous(), Op::grad_weight);
   auto fast = [&](const at::Tensor& gy_, const at::Tensor& x_, const at::Tensor& gw_) {
     if (p == cpu::Path::direct) cpu::direct_grad_weight(s, gy_, x_, gw_);
     else if (images_nhwc(gy_, x_)) cpu::gemm_nhwc_grad_weight(s, gy_, x_, gw_);
@@ -308,7 +317,9 @@ constexpr Launchers kCpuLaunchers{&forward_launch, &grad_input_launch, &grad_wei
 // ---- dispatch queries ---------------------------------------------------------------------------------
 // "direct:avx2", "gemm", "generic": the path (and vector ISA) that all four ops take on CPU for this
 // configuration, dtype and input layout, environment overrides included; "direct:avx512 (forward: gemm)"
-// when the forward alone runs on the tiles (direct_on_tiles). Shapes only, so meta tensors work too.
+// when the forward alone runs on the tiles (direct_on_tiles), "direct:avx512 (forward: gemm, grad_input:
+// gemm)" when grad_input does too: grad_weight's path first, then the ops that differ. Shapes only, so meta
+// tensors work too.
 std::string cpu_path(const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
                      at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups,
                      at::IntArrayRef dilation) {
@@ -321,8 +332,13 @@ std::string cpu_path(const at::Tensor& input, const at::Tensor& weight, at::IntA
     if (native_bf16(p, t)) name += ":avx512_bf16";
     return name;
   };
-  const cpu::Path p = op_path(s, t, nhwc, /*forward=*/false), f = op_path(s, t, nhwc, /*forward=*/true);
-  return p == f ? named(p) : named(p) + " (forward: " + named(f) + ")";
+  const cpu::Path p = op_path(s, t, nhwc, Op::grad_weight);
+  std::string others;
+  for (const auto& [op, name] : {std::pair{Op::forward, "forward"}, std::pair{Op::grad_input, "grad_input"}}) {
+    const cpu::Path q = op_path(s, t, nhwc, op);
+    if (q != p) others += std::string(others.empty() ? "" : ", ") + name + ": " + named(q);
+  }
+  return others.empty() ? named(p) : named(p) + " (" + others + ")";
 }
 
 // The vector ISAs this CPU can run the direct kernels with, lowest first.

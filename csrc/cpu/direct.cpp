@@ -602,6 +602,11 @@ ChanFn pick_chan(int64_t cv, int64_t tb) {
 
 }  // namespace
 
+int64_t direct_gy_width(const ConvT2dShape& s) {
+  begin_call();  // as a direct grad_weight would: the ISA read now
+  return strip_wd(s);
+}
+
 // ---- forward -------------------------------------------------------------------------------------------
 bool direct_forward_all_phases(const ConvT2dShape& s) {
   return s.cout_per_group() <= 4 && s.dW == 1 && s.sW >= 2 && s.sW <= 4;

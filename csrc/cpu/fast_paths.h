@@ -117,6 +117,8 @@ void direct_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::T
 // gy buffer and Wd returns the first one's result instead of building it again.
 at::Tensor deinterleave_columns(const ConvT2dShape& s, const at::Tensor& gy, int64_t Wd);
 std::shared_ptr<void> share_deinterleaved_gy();
+// The Wd of the direct kernels' deinterleaved gy for this configuration (on the ISA isa_level() says now).
+int64_t direct_gy_width(const ConvT2dShape& s);
 
 void gemm_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
                   const at::Tensor& y);

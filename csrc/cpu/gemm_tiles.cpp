@@ -294,7 +294,12 @@ struct PhaseRows {
   int64_t Wd;
   std::vector<Row> rows;
   static int64_t width(const ConvT2dShape& s) { return s.W_in + (s.kW - 1) * s.dW / s.sW; }
-  PhaseRows(const ConvT2dShape& shape, int64_t g) : s(shape), Wd(width(shape)) {
+  // Rows as long as the direct kernels' deinterleaved gy where those could take this configuration (the
+  // direct grad_weight of a fused backward then reuses this one: share_deinterleaved_gy).
+  static int64_t shared_width(const ConvT2dShape& s) {
+    return use_direct(s, at::kFloat) ? std::max(width(s), direct_gy_width(s)) : width(s);
+  }
+  PhaseRows(const ConvT2dShape& shape, int64_t g) : s(shape), Wd(shared_width(shape)) {
     const int64_t cog = s.cout_per_group(), kk = s.kH * s.kW;
     rows.resize(cog * kk);
     for (int64_t r = 0; r < cog * kk; ++r) {
@@ -452,7 +457,7 @@ void tiled_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Ten
   const int64_t HW = s.H_in * s.W_in, per_image = ceil_div(HW, NB);
   const T* src = gy.const_data_ptr<T>();
   float* out = gx.mutable_data_ptr<float>();
-  const at::Tensor gyd = kRows<T> == 1 && gather_by_phase(s) ? deinterleave_columns(s, gy, PhaseRows::width(s)) : at::Tensor();
+  const at::Tensor gyd = kRows<T> == 1 && gather_by_phase(s) ? deinterleave_columns(s, gy, PhaseRows::shared_width(s)) : at::Tensor();
   for (int64_t g = 0; g < s.groups; ++g) {
     const auto a = padded(w.narrow(0, g * cig, cig).reshape({cig, taps}), Kp);
     const T* ap = a.const_data_ptr<T>();
@@ -502,7 +507,7 @@ void tiled_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Te
   const T* src = gy.const_data_ptr<T>();
   auto acc = at::empty({taps, cig}, gw.options());
   float* accp = acc.mutable_data_ptr<float>();
-  const at::Tensor gyd = kRows<T> == 1 && gather_by_phase(s) ? deinterleave_columns(s, gy, PhaseRows::width(s)) : at::Tensor();
+  const at::Tensor gyd = kRows<T> == 1 && gather_by_phase(s) ? deinterleave_columns(s, gy, PhaseRows::shared_width(s)) : at::Tensor();
   for (int64_t g = 0; g < s.groups; ++g) {
     const at::Tensor xt = weight_b<T>(s, x, g * cig, cig);
     const T* xp = xt.const_data_ptr<T>();
