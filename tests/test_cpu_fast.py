@@ -416,6 +416,21 @@ def test_direct_path_reads_channels_last_x_as_it_is():
     assert y.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_direct_forward_in_image_chunks(layout):
+    # The direct forward pads x a chunk of images at a time (2M values per chunk unless an image is larger:
+    # each of these is 2.2M), in a scratch buffer reused across chunks and calls: every image must come out
+    # right, the same bits as one image at a time, and a second call over the reused buffer the same again.
+    case = Case("big_images", 3, 8, 2, 520, 520, 4, 2, 1)
+    x, w, b, gy = case.tensors(torch.float32, layout=layout)
+    with dispatch.forced(path="direct"):
+        y = deconv_ext.conv_transpose2d(x, w, b, **case.params)
+        one_by_one = torch.cat([deconv_ext.conv_transpose2d(x[n:n + 1], w, b, **case.params) for n in range(3)])
+        again = deconv_ext.conv_transpose2d(x, w, b, **case.params)
+    Reference(x, w, b, gy, **case.params).check("forward", y)
+    assert torch.equal(y, one_by_one) and torch.equal(y, again)
+
+
 # The dispatch rule at its thresholds: if one moves, these fail (and say which way).
 @pytest.mark.parametrize("cout,dtype,expected", [
     (4, torch.float32, "direct"),    # kDirectMaxCout = 4

@@ -117,6 +117,11 @@ void direct_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::T
 // gy buffer and Wd returns the first one's result instead of building it again.
 at::Tensor deinterleave_columns(const ConvT2dShape& s, const at::Tensor& gy, int64_t Wd);
 std::shared_ptr<void> share_deinterleaved_gy();
+// A flat tensor of numel elements for a temporary of one op call (scratch.cpp): a per-thread buffer for each
+// purpose, reused across calls (no page faults for a fresh allocation each time) while no tensor on it is
+// alive, up to 32 MB; otherwise a fresh allocation. The contents are undefined.
+enum class Scratch { padded_x, deinterleaved_gy, packed_w, packed_x, count };
+at::Tensor scratch(Scratch purpose, int64_t numel, const at::TensorOptions& options);
 // The Wd of the direct kernels' deinterleaved gy for this configuration (on the ISA isa_level() says now).
 int64_t direct_gy_width(const ConvT2dShape& s);
 

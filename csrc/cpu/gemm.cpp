@@ -193,7 +193,8 @@ std::shared_ptr<void> share_deinterleaved_gy() {
 
 at::Tensor deinterleave_columns(const ConvT2dShape& s, const at::Tensor& gy, int64_t Wd) {
   if (shared_gy.scopes > 0 && shared_gy.Wd == Wd && same_buffer(shared_gy.gy, gy)) return shared_gy.out;
-  auto out = at::empty({s.N * s.C_out * s.H_out, s.sW, Wd}, gy.options());
+  auto out = scratch(Scratch::deinterleaved_gy, s.N * s.C_out * s.H_out * s.sW * Wd, gy.options())
+                 .view({s.N * s.C_out * s.H_out, s.sW, Wd});
   const bool nhwc = !gy.is_contiguous();
   if (gy.scalar_type() == at::kDouble)
     deinterleave_impl<double>(s, gy.const_data_ptr<double>(), nhwc, Wd, out.mutable_data_ptr<double>());

@@ -138,7 +138,7 @@ int64_t tile_columns(int64_t K) {
 
 // a (rows x K, any strides) as a contiguous (rows x Kp) matrix, zero-padded.
 at::Tensor padded(const at::Tensor& a, int64_t Kp) {
-  auto out = at::empty({a.size(0), Kp}, a.options().memory_format(c10::MemoryFormat::Contiguous));
+  auto out = scratch(Scratch::packed_w, a.size(0) * Kp, a.options()).view({a.size(0), Kp});
   out.narrow(1, 0, a.size(1)).copy_(a);
   if (Kp > a.size(1)) out.narrow(1, a.size(1), Kp - a.size(1)).zero_();
   return out;
@@ -161,7 +161,7 @@ at::Tensor forward_b(const ConvT2dShape& s, const at::Tensor& x, int64_t c0, int
     return x;
   } else {
     const int64_t HW = s.H_in * s.W_in, pairs = Kp / 2;
-    auto out = at::empty({s.N, pairs, HW, 2}, x.options());
+    auto out = scratch(Scratch::packed_x, s.N * pairs * HW * 2, x.options()).view({s.N, pairs, HW, 2});
     const T* src = x.const_data_ptr<T>();
     T* dst = out.mutable_data_ptr<T>();
     parallel_tasks(s.N * pairs, std::max<int64_t>(1, 8192 / std::max<int64_t>(1, HW)), [&](int64_t t0, int64_t t1) {
@@ -182,7 +182,7 @@ at::Tensor forward_b(const ConvT2dShape& s, const at::Tensor& x, int64_t c0, int
 template <typename T>
 at::Tensor weight_b(const ConvT2dShape& s, const at::Tensor& x, int64_t c0, int64_t count) {
   const int64_t HW = s.H_in * s.W_in, HWp = padded_k<T>(HW), rows = HWp / kRows<T>;
-  auto out = at::empty({s.N, HWp, count}, x.options());
+  auto out = scratch(Scratch::packed_x, s.N * HWp * count, x.options()).view({s.N, HWp, count});
   const T* src = x.const_data_ptr<T>();
   T* dst = out.mutable_data_ptr<T>();
   // A transpose of 32-bit words (a float, or a pair of neighbouring bfloat16 pixels), in blocks of 16 rows
@@ -585,7 +585,7 @@ struct GyPlanes {
 at::Tensor gy_planes(const ConvT2dShape& s, const GyPlanes& P, const at::Tensor& gy) {
   const int64_t phases = s.sH * s.sW, rows = s.N * s.C_out;
   // + Wd: the last tap's run reads up to Wd - 1 values past the last plane (into the zero-X columns)
-  auto out = at::empty({rows * phases * P.size + P.Wd}, gy.options());
+  auto out = scratch(Scratch::deinterleaved_gy, rows * phases * P.size + P.Wd, gy.options());
   const float* src = gy.const_data_ptr<float>();
   float* dst = out.mutable_data_ptr<float>();
   std::fill(dst + rows * phases * P.size, dst + rows * phases * P.size + P.Wd, 0.f);
@@ -618,7 +618,8 @@ at::Tensor gy_planes(const ConvT2dShape& s, const GyPlanes& P, const at::Tensor&
 // of the grid's columns iw >= W_in zero.
 at::Tensor grid_xt(const ConvT2dShape& s, const at::Tensor& x, int64_t c0, int64_t count, int64_t Wd) {
   const int64_t HW = s.H_in * s.W_in, grid = s.H_in * Wd;
-  auto out = at::zeros({s.N, grid, count}, x.options());
+  auto out = scratch(Scratch::packed_x, s.N * grid * count, x.options()).view({s.N, grid, count});
+  out.zero_();
   const float* src = x.const_data_ptr<float>();
   float* dst = out.mutable_data_ptr<float>();
   parallel_tasks(s.N * s.H_in, 1, [&](int64_t t0, int64_t t1) {
