@@ -127,6 +127,35 @@ at::Tensor padded_image_rows(const ConvT2dShape& s, const at::Tensor& x, int64_t
   return out;
 }
 
+// Rows [h0, h1) of every channel of image n of x (NCHW or channels_last) padded as padded_rows does:
+// (C_in, h1 - h0, Wp). channels_last is read one W x C block (an input row) at a time.
+at::Tensor padded_row_range(const ConvT2dShape& s, const at::Tensor& x, int64_t n, int64_t h0, int64_t h1, int64_t E,
+                            int64_t Wp, int64_t tail) {
+  const int64_t C = s.C_in, H = s.H_in, W = s.W_in, rows = h1 - h0;
+  const bool nhwc = !x.is_contiguous() && x.is_contiguous(c10::MemoryFormat::ChannelsLast);
+  auto out = padded_storage(C * rows, Wp, tail, x.options().dtype(at::kFloat));
+  float* dst = out.mutable_data_ptr<float>();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "padded_row_range", [&] {
+    const scalar_t* src = x.const_data_ptr<scalar_t>();
+    parallel_tasks(C * rows, grain(Wp), [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        // channels_last: tasks row-major, so neighbouring tasks read the same row block
+        const int64_t c = nhwc ? t % C : t / rows, h = h0 + (nhwc ? t / C : t % rows);
+        float* d = dst + (c * rows + h - h0) * Wp;
+        std::fill(d, d + E, 0.f);
+        if (nhwc) {
+          const scalar_t* block = src + ((n * H + h) * W) * C + c;
+          for (int64_t w = 0; w < W; ++w) d[E + w] = static_cast<float>(block[w * C]);
+        } else {
+          widen_copy(src + ((n * C + c) * H + h) * W, W, d + E);
+        }
+        std::fill(d + E + W, d + Wp, 0.f);
+      }
+    });
+  });
+  return out;
+}
+
 // ---- the strip micro-kernel ------------------------------------------------------------------------
 struct Strip {
   const float* const* src;  // R source rows (pointer to column 0 of the strip's frame)
@@ -656,32 +685,68 @@ void direct_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor
   float* yp = y.mutable_data_ptr<float>();
   const bool nhwc = !y.is_contiguous();  // channels_last y (see launch_layout): stored in place
 
-  // The padded copy is made for a chunk of images at a time, at most kPaddedChunk values unless one image is
-  // larger, in the scratch buffer (scratch.cpp: reused across calls and chunks, so no page faults). A copy of
-  // the whole batch was larger than the scratch buffers go and paid fresh page faults on every call:
-  // 4 x 32 x 256 x 256 (k4 s2, 2 output channels) took 19.9 ms for a 35 MB copy, 3.6 ms in chunks of one
-  // image (the tiled gemm forward: 3.1 ms). Each task computes what it did before, so results do not change.
+  // The padded copy is made a piece at a time, at most kPaddedChunk values: whole images while one fits
+  // (as many as fit), else ranges of output rows of one image with the input rows they read. It lives in the
+  // scratch buffer (scratch.cpp: reused across pieces and calls, so no page faults), and stays in cache while
+  // it is read. A copy of the whole batch paid fresh page faults on every call (4 x 32 x 256 x 256, k4 s2,
+  // 2 output channels: 19.9 ms for a 35 MB copy, 3.6 ms in chunks of one image; the tiled gemm forward:
+  // 3.1 ms), and a copy of a whole large image was the forward's peak memory (FSRCNN x3 on 512 x 512: the
+  // copy was 57 MB, above PyTorch's whole peak). Each task computes what it did before: the same bits.
   constexpr int64_t kPaddedChunk = int64_t(1) << 21;
-  const int64_t chunk = std::clamp<int64_t>(kPaddedChunk / std::max<int64_t>(1, s.C_in * s.H_in * Wp), 1, std::max<int64_t>(1, s.N));
-  for (int64_t n0 = 0; n0 < s.N; n0 += chunk) {
-  ConvT2dShape sc = s;
-  sc.N = std::min(chunk, s.N - n0);
-  const auto xpad = padded_image_rows(sc, x.narrow(0, n0, sc.N), E, Wp, all_phases ? lanes() * pk.V : 0);
+  const int64_t per_image = s.C_in * s.H_in * Wp, tail = all_phases ? lanes() * pk.V : 0;
+  struct Piece {
+    int64_t n0, images, oh0, oh1, h0, h1;  // images [n0, n0 + images), output rows [oh0, oh1), input rows [h0, h1)
+  };
+  std::vector<Piece> pieces;
+  if (per_image <= kPaddedChunk) {
+    const int64_t chunk = std::max<int64_t>(1, kPaddedChunk / std::max<int64_t>(1, per_image));
+    for (int64_t n0 = 0; n0 < s.N; n0 += chunk) pieces.push_back({n0, std::min(chunk, s.N - n0), 0, s.H_out, 0, s.H_in});
+  } else {
+    // Input rows of output row oh: [lo(oh), hi(oh)], both nondecreasing in oh.
+    auto rows_of = [&](int64_t oh) {
+      const TapRun th = taps_for_output(oh, s.H_in, s.kH, s.sH, s.pH, s.dH);
+      if (th.count() == 0) return std::pair<int64_t, int64_t>{s.H_in, -1};
+      return std::pair<int64_t, int64_t>{th.input(th.j_end - 1), th.input(th.j_begin)};
+    };
+    const int64_t max_rows = std::max<int64_t>(1, kPaddedChunk / std::max<int64_t>(1, s.C_in * Wp));
+    for (int64_t n = 0; n < s.N; ++n)
+      for (int64_t oh0 = 0; oh0 < s.H_out;) {
+        int64_t lo = s.H_in, hi = -1, oh1 = oh0;
+        while (oh1 < s.H_out) {  // at least one output row per piece
+          const auto [l, h] = rows_of(oh1);
+          const int64_t nlo = std::min(lo, l), nhi = std::max(hi, h);
+          if (oh1 > oh0 && nhi >= nlo && nhi - nlo + 1 > max_rows) break;
+          lo = nlo, hi = nhi, ++oh1;
+        }
+        if (hi < lo) lo = 0, hi = 0;  // rows reading no input: any one row
+        pieces.push_back({n, 1, oh0, oh1, lo, hi + 1});
+        oh0 = oh1;
+      }
+  }
+  for (const Piece& pc : pieces) {
+  const int64_t prows = pc.h1 - pc.h0, pout = pc.oh1 - pc.oh0;
+  const auto xpad = pc.h1 - pc.h0 == s.H_in
+                        ? [&] {
+                            ConvT2dShape sc = s;
+                            sc.N = pc.images;
+                            return padded_image_rows(sc, x.narrow(0, pc.n0, pc.images), E, Wp, tail);
+                          }()
+                        : padded_row_range(s, x, pc.n0, pc.h0, pc.h1, E, Wp, tail);
   const float* xp = xpad.const_data_ptr<float>();
 
-  const int64_t tasks = sc.N * s.groups * s.H_out;
+  const int64_t tasks = pc.images * s.groups * pout;
   const int64_t work = cig * cog * kk / (s.sH * s.sW) * s.W_out + s.W_out;
   parallel_tasks(tasks, grain(work), [&](int64_t t0, int64_t t1) {
     std::vector<const float*> src(cig * s.kH), wr(cig * s.kH);
     for (int64_t task = t0; task < t1; ++task) {
-      const int64_t oh = task % s.H_out, g = (task / s.H_out) % s.groups, nl = task / (s.H_out * s.groups);
-      const int64_t n = n0 + nl;
+      const int64_t oh = pc.oh0 + task % pout, g = (task / pout) % s.groups, nl = task / (pout * s.groups);
+      const int64_t n = pc.n0 + nl;
       const TapRun th = taps_for_output(oh, s.H_in, s.kH, s.sH, s.pH, s.dH);
       int64_t R = 0;
       for (int64_t cil = 0; cil < cig; ++cil) {
         const int64_t ci = g * cig + cil;
         for (int64_t j = th.j_begin; j < th.j_end; ++j, ++R) {
-          src[R] = xp + ((nl * s.C_in + ci) * s.H_in + th.input(j)) * Wp + E;
+          src[R] = xp + ((nl * s.C_in + ci) * prows + th.input(j) - pc.h0) * Wp + E;
           wr[R] = wp + ci * cog * kk + th.tap(j) * s.kW;
         }
       }
