@@ -221,7 +221,7 @@ void forward_launch(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor
 }
 
 void grad_input_launch(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx) {
-  const cpu::Path p = op_path(s, gy.scalar_type(), !gy.is_contiguous(), Op::grad_input);
+  const cpu::Path p = op_path(s, gy.scalar_type(), !gy.is_contiguous() || !gx.is_contiguous(), Op::grad_input);
   auto fast = [&](const at::Tensor& gy_, const at::Tensor& w_, const at::Tensor& gx_) {
     if (p == cpu::Path::direct) cpu::direct_grad_input(s, gy_, w_, gx_);
     else if (images_nhwc(gy_, gx_)) cpu::gemm_nhwc_grad_input(s, gy_, w_, gx_);
