@@ -29,6 +29,12 @@ at::Tensor columns_of(const at::Tensor& t, const Chunk& c, int64_t c0, int64_t c
   return t.narrow(0, c.n0, c.images).narrow(1, c0, count).transpose(0, 1).reshape({count, -1});
 }
 
+// d[j] = g[Step j] for j in [j0, j1).
+template <int64_t Step, typename scalar_t>
+void strided_copy(const scalar_t* __restrict__ g, scalar_t* __restrict__ d, int64_t j0, int64_t j1) {
+  for (int64_t j = j0; j < j1; ++j) d[j] = g[Step * j];
+}
+
 // gy NCHW, or channels_last (nhwc: a row's values C_out apart).
 template <typename scalar_t>
 void deinterleave_impl(const ConvT2dShape& s, const scalar_t* src, bool nhwc, int64_t Wd, scalar_t* dst) {
@@ -47,7 +53,12 @@ void deinterleave_impl(const ConvT2dShape& s, const scalar_t* src, bool nhwc, in
         const int64_t j0 = std::min(Wd, std::max<int64_t>(0, ceil_div(s.pW - r, s.sW)));
         const int64_t j1 = std::max(j0, std::min(Wd, floor_div(s.W_out - 1 + s.pW - r, s.sW) + 1));
         std::fill(d, d + j0, scalar_t(0));
-        for (int64_t j = j0; j < j1; ++j) d[j] = g[step * j];
+        // NCHW strides 2-4 as constants: the compiler vectorises the strided loads then (shuffles), not
+        // one element at a time (the deinterleave took 6% of DCGAN 128->64's grad_input).
+        if (!nhwc && s.sW == 2) strided_copy<2>(g, d, j0, j1);
+        else if (!nhwc && s.sW == 3) strided_copy<3>(g, d, j0, j1);
+        else if (!nhwc && s.sW == 4) strided_copy<4>(g, d, j0, j1);
+        else for (int64_t j = j0; j < j1; ++j) d[j] = g[step * j];
         std::fill(d + j1, d + Wd, scalar_t(0));
       }
     }
