@@ -93,6 +93,23 @@ at::Tensor padded_rows(const at::Tensor& x, int64_t rows, int64_t W, int64_t E, 
   return out;
 }
 
+// One channels_last row block (W pixels x C channels) into C padded rows, channel c's at d + c * cstride:
+// 32 pixels (32 x C values, in L1) at a time.
+template <typename T>
+void nhwc_row_padded(const T* block, int64_t C, int64_t W, int64_t E, int64_t Wp, float* d, int64_t cstride) {
+  for (int64_t c = 0; c < C; ++c) {
+    std::fill(d + c * cstride, d + c * cstride + E, 0.f);
+    std::fill(d + c * cstride + E + W, d + c * cstride + Wp, 0.f);
+  }
+  for (int64_t w0 = 0; w0 < W; w0 += 32) {
+    const int64_t w1 = std::min(W, w0 + 32);
+    for (int64_t c = 0; c < C; ++c) {
+      float* dc = d + c * cstride + E;
+      for (int64_t w = w0; w < w1; ++w) dc[w] = static_cast<float>(block[w * C + c]);
+    }
+  }
+}
+
 // The rows (n, c, h) of image x padded as padded_rows does, from NCHW or from channels_last (NHWC) x, which
 // is transposed on the way (tasks over (n, h): each reads one W x C block of x), so a channels_last input
 // costs no extra pass.
@@ -107,20 +124,7 @@ at::Tensor padded_image_rows(const ConvT2dShape& s, const at::Tensor& x, int64_t
     parallel_tasks(s.N * H, grain(C * Wp), [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t n = t / H, h = t % H;
-        const auto* block = src + t * W * C;  // x[n, h, :, :]
-        for (int64_t c = 0; c < C; ++c) {
-          float* d = dst + ((n * C + c) * H + h) * Wp;
-          std::fill(d, d + E, 0.f);
-          std::fill(d + E + W, d + Wp, 0.f);
-        }
-        // 32 pixels (32 x C values, in L1) at a time, into C rows.
-        for (int64_t w0 = 0; w0 < W; w0 += 32) {
-          const int64_t w1 = std::min(W, w0 + 32);
-          for (int64_t c = 0; c < C; ++c) {
-            float* d = dst + ((n * C + c) * H + h) * Wp + E;
-            for (int64_t w = w0; w < w1; ++w) d[w] = static_cast<float>(block[w * C + c]);
-          }
-        }
+        nhwc_row_padded(src + t * W * C, C, W, E, Wp, dst + (n * C * H + h) * Wp, H * Wp);
       }
     });
   });
@@ -137,18 +141,19 @@ at::Tensor padded_row_range(const ConvT2dShape& s, const at::Tensor& x, int64_t 
   float* dst = out.mutable_data_ptr<float>();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "padded_row_range", [&] {
     const scalar_t* src = x.const_data_ptr<scalar_t>();
+    if (nhwc) {  // a task per input row: one W x C block of x into C rows
+      parallel_tasks(rows, grain(C * Wp), [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t)
+          nhwc_row_padded(src + ((n * H + h0 + t) * W) * C, C, W, E, Wp, dst + t * Wp, rows * Wp);
+      });
+      return;
+    }
     parallel_tasks(C * rows, grain(Wp), [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
-        // channels_last: tasks row-major, so neighbouring tasks read the same row block
-        const int64_t c = nhwc ? t % C : t / rows, h = h0 + (nhwc ? t / C : t % rows);
-        float* d = dst + (c * rows + h - h0) * Wp;
+        const int64_t c = t / rows, h = h0 + t % rows;
+        float* d = dst + t * Wp;
         std::fill(d, d + E, 0.f);
-        if (nhwc) {
-          const scalar_t* block = src + ((n * H + h) * W) * C + c;
-          for (int64_t w = 0; w < W; ++w) d[E + w] = static_cast<float>(block[w * C]);
-        } else {
-          widen_copy(src + ((n * C + c) * H + h) * W, W, d + E);
-        }
+        widen_copy(src + ((n * C + c) * H + h) * W, W, d + E);
         std::fill(d + E + W, d + Wp, 0.f);
       }
     });
