@@ -418,10 +418,11 @@ def test_direct_path_reads_channels_last_x_as_it_is():
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_direct_forward_in_image_chunks(layout):
-    # The direct forward pads x a chunk of images at a time (2M values per chunk unless an image is larger:
-    # each of these is 2.2M), in a scratch buffer reused across chunks and calls: every image must come out
-    # right, the same bits as one image at a time, and a second call over the reused buffer the same again.
-    case = Case("big_images", 3, 8, 2, 520, 520, 4, 2, 1)
+    # The direct forward pads x a piece at a time (4M values: whole images while one fits, else ranges of
+    # rows; each of these images is 4.4M), in a scratch buffer reused across pieces and calls: every image
+    # must come out right, the same bits as one image at a time, and a second call over the reused buffer
+    # the same again.
+    case = Case("big_images", 3, 16, 2, 520, 520, 4, 2, 1)
     x, w, b, gy = case.tensors(torch.float32, layout=layout)
     with dispatch.forced(path="direct"):
         y = deconv_ext.conv_transpose2d(x, w, b, **case.params)

@@ -690,14 +690,15 @@ void direct_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor
   float* yp = y.mutable_data_ptr<float>();
   const bool nhwc = !y.is_contiguous();  // channels_last y (see launch_layout): stored in place
 
-  // The padded copy is made a piece at a time, at most kPaddedChunk values: whole images while one fits
-  // (as many as fit), else ranges of output rows of one image with the input rows they read. It lives in the
+  // The padded copy is made a piece at a time, at most kPaddedChunk values (16 MB): whole images while one
+  // fits (as many as fit), else ranges of output rows of one image with the input rows they read. (At 2M
+  // values FSRCNN x4 and FSRCNN-s, just above it, ran in two pieces and were 5-30% slower than whole.) It lives in the
   // scratch buffer (scratch.cpp: reused across pieces and calls, so no page faults), and stays in cache while
   // it is read. A copy of the whole batch paid fresh page faults on every call (4 x 32 x 256 x 256, k4 s2,
   // 2 output channels: 19.9 ms for a 35 MB copy, 3.6 ms in chunks of one image; the tiled gemm forward:
   // 3.1 ms), and a copy of a whole large image was the forward's peak memory (FSRCNN x3 on 512 x 512: the
   // copy was 57 MB, above PyTorch's whole peak). Each task computes what it did before: the same bits.
-  constexpr int64_t kPaddedChunk = int64_t(1) << 21;
+  constexpr int64_t kPaddedChunk = int64_t(1) << 22;
   const int64_t per_image = s.C_in * s.H_in * Wp, tail = all_phases ? lanes() * pk.V : 0;
   struct Piece {
     int64_t n0, images, oh0, oh1, h0, h1;  // images [n0, n0 + images), output rows [oh0, oh1), input rows [h0, h1)
