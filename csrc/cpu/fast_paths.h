@@ -23,7 +23,8 @@
 //   generic (conv_transpose2d.cpp): plain loops, every dtype.
 // Unless a path is forced, direct-path configurations with 16+ input channels per group hand some ops to the
 // tiled gemm kernels, where those are faster (direct_on_tiles in conv_transpose2d.cpp): the forward of narrow
-// images, and with native bfloat16 GEMMs every NCHW bfloat16 op.
+// images, the NCHW grad_input with 48+ input channels, and with native bfloat16 GEMMs every NCHW bfloat16 op.
+// Large temporaries live in per-thread scratch buffers reused across calls (scratch()).
 // float16 and bfloat16 take the path float32 would (direct or gemm), on operands widened to float32 and
 // a float32 result rounded once at the end (conv_transpose2d.cpp); forced to generic, they run natively.
 // Exception: bfloat16 on the gemm path reads its operands as they are when the CPU has AVX512-BF16 and the
