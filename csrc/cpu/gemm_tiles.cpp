@@ -375,7 +375,14 @@ void tiled_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor&
     // Image n's B: the packed copy (bfloat16) or its channels in x (float); columns kRows apart.
     const int64_t image_stride = kRows<T> == 2 ? Kp * HW : s.C_in * HW, first = kRows<T> == 2 ? 0 : g * cig * HW;
     parallel_tasks(s.N * blocks, 1, [&](int64_t t0, int64_t t1) {
-      std::vector<float> z(cb * kk * NB), yd(phased ? cb * s.H_out * s.sW * Wd : 0);
+      std::vector<float> z(cb * kk * NB);
+      // The deinterleaved planes: a per-thread buffer kept across calls up to 32 MB, as scratch() does
+      // (megabytes for large outputs; a fresh vector per task chunk paid page faults each time).
+      const int64_t yd_size = phased ? cb * s.H_out * s.sW * Wd : 0;
+      thread_local std::vector<float> kept;
+      std::vector<float> own;
+      std::vector<float>& yd = yd_size * int64_t(sizeof(float)) <= (int64_t(32) << 20) ? kept : own;
+      if (int64_t(yd.size()) < yd_size) yd.resize(yd_size);
       std::vector<Run> runs;
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t n = t / blocks, c0 = (t % blocks) * cb, nc = std::min(cb, cog - c0);
