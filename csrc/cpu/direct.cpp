@@ -110,50 +110,33 @@ void nhwc_row_padded(const T* block, int64_t C, int64_t W, int64_t E, int64_t Wp
   }
 }
 
-// The rows (n, c, h) of image x padded as padded_rows does, from NCHW or from channels_last (NHWC) x, which
-// is transposed on the way (tasks over (n, h): each reads one W x C block of x), so a channels_last input
-// costs no extra pass.
-at::Tensor padded_image_rows(const ConvT2dShape& s, const at::Tensor& x, int64_t E, int64_t Wp, int64_t tail = 0) {
-  if (x.is_contiguous() || !x.is_contiguous(c10::MemoryFormat::ChannelsLast))
-    return padded_rows(x, s.N * s.C_in * s.H_in, s.W_in, E, Wp, tail);
-  const int64_t C = s.C_in, H = s.H_in, W = s.W_in;
-  auto out = padded_storage(s.N * C * H, Wp, tail, x.options().dtype(at::kFloat));
+// Rows [h0, h1) of every channel of images [n0, n0 + images) of x padded as padded_rows does:
+// (images, C_in, h1 - h0, Wp). From NCHW, or from channels_last (NHWC) x, which is transposed on the way
+// (tasks over (n, h): each reads one W x C block of x), so a channels_last input costs no extra pass.
+at::Tensor padded_image_rows(const ConvT2dShape& s, const at::Tensor& x, int64_t n0, int64_t images, int64_t h0,
+                             int64_t h1, int64_t E, int64_t Wp, int64_t tail = 0) {
+  const int64_t C = s.C_in, H = s.H_in, W = s.W_in, rows = h1 - h0;
+  const bool nhwc = !x.is_contiguous() && x.is_contiguous(c10::MemoryFormat::ChannelsLast);
+  auto out = padded_storage(images * C * rows, Wp, tail, x.options().dtype(at::kFloat));
   float* dst = out.mutable_data_ptr<float>();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "padded_image_rows", [&] {
     const scalar_t* src = x.const_data_ptr<scalar_t>();
-    parallel_tasks(s.N * H, grain(C * Wp), [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) {
-        const int64_t n = t / H, h = t % H;
-        nhwc_row_padded(src + t * W * C, C, W, E, Wp, dst + (n * C * H + h) * Wp, H * Wp);
-      }
-    });
-  });
-  return out;
-}
-
-// Rows [h0, h1) of every channel of image n of x (NCHW or channels_last) padded as padded_rows does:
-// (C_in, h1 - h0, Wp). channels_last is read one W x C block (an input row) at a time.
-at::Tensor padded_row_range(const ConvT2dShape& s, const at::Tensor& x, int64_t n, int64_t h0, int64_t h1, int64_t E,
-                            int64_t Wp, int64_t tail) {
-  const int64_t C = s.C_in, H = s.H_in, W = s.W_in, rows = h1 - h0;
-  const bool nhwc = !x.is_contiguous() && x.is_contiguous(c10::MemoryFormat::ChannelsLast);
-  auto out = padded_storage(C * rows, Wp, tail, x.options().dtype(at::kFloat));
-  float* dst = out.mutable_data_ptr<float>();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "padded_row_range", [&] {
-    const scalar_t* src = x.const_data_ptr<scalar_t>();
-    if (nhwc) {  // a task per input row: one W x C block of x into C rows
-      parallel_tasks(rows, grain(C * Wp), [&](int64_t t0, int64_t t1) {
-        for (int64_t t = t0; t < t1; ++t)
-          nhwc_row_padded(src + ((n * H + h0 + t) * W) * C, C, W, E, Wp, dst + t * Wp, rows * Wp);
+    if (nhwc) {
+      parallel_tasks(images * rows, grain(C * Wp), [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t n = t / rows, h = t % rows;
+          nhwc_row_padded(src + ((n0 + n) * H + h0 + h) * W * C, C, W, E, Wp, dst + (n * C * rows + h) * Wp,
+                          rows * Wp);
+        }
       });
       return;
     }
-    parallel_tasks(C * rows, grain(Wp), [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) {
-        const int64_t c = t / rows, h = h0 + t % rows;
+    parallel_tasks(images * C * rows, grain(Wp), [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {  // t = (n, c, h)
+        const int64_t nc = t / rows, h = h0 + t % rows;
         float* d = dst + t * Wp;
         std::fill(d, d + E, 0.f);
-        widen_copy(src + ((n * C + c) * H + h) * W, W, d + E);
+        widen_copy(src + ((n0 * C + nc) * H + h) * W, W, d + E);
         std::fill(d + E + W, d + Wp, 0.f);
       }
     });
@@ -692,9 +675,8 @@ void direct_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor
 
   // The padded copy is made a piece at a time, at most kPaddedChunk values (16 MB): whole images while one
   // fits (as many as fit), else ranges of output rows of one image with the input rows they read. (At 2M
-  // values FSRCNN x4 and FSRCNN-s, just above it, ran in two pieces and were 5-30% slower than whole.) It lives in the
-  // scratch buffer (scratch.cpp: reused across pieces and calls, so no page faults), and stays in cache while
-  // it is read. A copy of the whole batch paid fresh page faults on every call (4 x 32 x 256 x 256, k4 s2,
+  // values FSRCNN x4 and FSRCNN-s, just above it, ran in two pieces and were 5-30% slower than whole.) It
+  // lives in the scratch buffer (scratch.cpp: reused across pieces and calls, so no page faults). A copy of the whole batch paid fresh page faults on every call (4 x 32 x 256 x 256, k4 s2,
   // 2 output channels: 19.9 ms for a 35 MB copy, 3.6 ms in chunks of one image; the tiled gemm forward:
   // 3.1 ms), and a copy of a whole large image was the forward's peak memory (FSRCNN x3 on 512 x 512: the
   // copy was 57 MB, above PyTorch's whole peak). Each task computes what it did before: the same bits.
@@ -730,58 +712,52 @@ void direct_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor
       }
   }
   for (const Piece& pc : pieces) {
-  const int64_t prows = pc.h1 - pc.h0, pout = pc.oh1 - pc.oh0;
-  const auto xpad = pc.h1 - pc.h0 == s.H_in
-                        ? [&] {
-                            ConvT2dShape sc = s;
-                            sc.N = pc.images;
-                            return padded_image_rows(sc, x.narrow(0, pc.n0, pc.images), E, Wp, tail);
-                          }()
-                        : padded_row_range(s, x, pc.n0, pc.h0, pc.h1, E, Wp, tail);
-  const float* xp = xpad.const_data_ptr<float>();
+    const int64_t prows = pc.h1 - pc.h0, pout = pc.oh1 - pc.oh0;
+    const auto xpad = padded_image_rows(s, x, pc.n0, pc.images, pc.h0, pc.h1, E, Wp, tail);
+    const float* xp = xpad.const_data_ptr<float>();
 
-  const int64_t tasks = pc.images * s.groups * pout;
-  const int64_t work = cig * cog * kk / (s.sH * s.sW) * s.W_out + s.W_out;
-  parallel_tasks(tasks, grain(work), [&](int64_t t0, int64_t t1) {
-    std::vector<const float*> src(cig * s.kH), wr(cig * s.kH);
-    for (int64_t task = t0; task < t1; ++task) {
-      const int64_t oh = pc.oh0 + task % pout, g = (task / pout) % s.groups, nl = task / (pout * s.groups);
-      const int64_t n = pc.n0 + nl;
-      const TapRun th = taps_for_output(oh, s.H_in, s.kH, s.sH, s.pH, s.dH);
-      int64_t R = 0;
-      for (int64_t cil = 0; cil < cig; ++cil) {
-        const int64_t ci = g * cig + cil;
-        for (int64_t j = th.j_begin; j < th.j_end; ++j, ++R) {
-          src[R] = xp + ((nl * s.C_in + ci) * prows + th.input(j) - pc.h0) * Wp + E;
-          wr[R] = wp + ci * cog * kk + th.tap(j) * s.kW;
+    const int64_t tasks = pc.images * s.groups * pout;
+    const int64_t work = cig * cog * kk / (s.sH * s.sW) * s.W_out + s.W_out;
+    parallel_tasks(tasks, grain(work), [&](int64_t t0, int64_t t1) {
+      std::vector<const float*> src(cig * s.kH), wr(cig * s.kH);
+      for (int64_t task = t0; task < t1; ++task) {
+        const int64_t oh = pc.oh0 + task % pout, g = (task / pout) % s.groups, nl = task / (pout * s.groups);
+        const int64_t n = pc.n0 + nl;
+        const TapRun th = taps_for_output(oh, s.H_in, s.kH, s.sH, s.pH, s.dH);
+        int64_t R = 0;
+        for (int64_t cil = 0; cil < cig; ++cil) {
+          const int64_t ci = g * cig + cil;
+          for (int64_t j = th.j_begin; j < th.j_end; ++j, ++R) {
+            src[R] = xp + ((nl * s.C_in + ci) * prows + th.input(j) - pc.h0) * Wp + E;
+            wr[R] = wp + ci * cog * kk + th.tap(j) * s.kW;
+          }
+        }
+        // NCHW y: channels H_out*W_out apart, a row's values 1 apart; channels_last: channels 1, values C_out.
+        const int64_t ocb = nhwc ? 1 : s.H_out * s.W_out, ostep = nhwc ? s.C_out : 1;
+        float* yrow = nhwc ? yp + ((n * s.H_out + oh) * s.W_out) * s.C_out + g * cog
+                           : yp + ((n * s.C_out + g * cog) * s.H_out + oh) * s.W_out;
+        if (all_phases) {
+          AllPhases a{src.data(), wr.data(), R, s.kW, NE, kk, 0, bp ? bp + g * cog : nullptr, yrow, ocb, s.pW,
+                      s.W_out, ostep};
+          for (int64_t m0 = M_lo; m0 <= M_hi; m0 += lanes() * pk.V) {
+            a.shift = m0;
+            pk.fn(a);
+          }
+          continue;
+        }
+        for (const Phase& ph : phases) {
+          const int64_t rw = &ph - phases.data();
+          Strip a{src.data(), wr.data(), R, ph.soff.data(), ph.wtap.data(), static_cast<int64_t>(ph.soff.size()),
+                  kk, 0, bp ? bp + g * cog : nullptr, nullptr, ocb, s.sW * ostep, 0};
+          for (int64_t m0 = ph.m_lo; m0 <= ph.m_hi; m0 += ph.L) {
+            a.shift = m0;
+            a.out = yrow + (s.sW * m0 + rw - s.pW) * ostep;
+            a.count = std::min(ph.L, ph.m_hi - m0 + 1);
+            ph.fn(a);
+          }
         }
       }
-      // NCHW y: channels H_out*W_out apart, a row's values 1 apart; channels_last: channels 1, values C_out.
-      const int64_t ocb = nhwc ? 1 : s.H_out * s.W_out, ostep = nhwc ? s.C_out : 1;
-      float* yrow = nhwc ? yp + ((n * s.H_out + oh) * s.W_out) * s.C_out + g * cog
-                         : yp + ((n * s.C_out + g * cog) * s.H_out + oh) * s.W_out;
-      if (all_phases) {
-        AllPhases a{src.data(), wr.data(), R, s.kW, NE, kk, 0, bp ? bp + g * cog : nullptr, yrow, ocb, s.pW,
-                    s.W_out, ostep};
-        for (int64_t m0 = M_lo; m0 <= M_hi; m0 += lanes() * pk.V) {
-          a.shift = m0;
-          pk.fn(a);
-        }
-        continue;
-      }
-      for (const Phase& ph : phases) {
-        const int64_t rw = &ph - phases.data();
-        Strip a{src.data(), wr.data(), R, ph.soff.data(), ph.wtap.data(), static_cast<int64_t>(ph.soff.size()),
-                kk, 0, bp ? bp + g * cog : nullptr, nullptr, ocb, s.sW * ostep, 0};
-        for (int64_t m0 = ph.m_lo; m0 <= ph.m_hi; m0 += ph.L) {
-          a.shift = m0;
-          a.out = yrow + (s.sW * m0 + rw - s.pW) * ostep;
-          a.count = std::min(ph.L, ph.m_hi - m0 + 1);
-          ph.fn(a);
-        }
-      }
-    }
-  });
+    });
   }
 }
 
@@ -995,7 +971,7 @@ void direct_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::T
   // more (every channel block is then read by cog tasks), one transposed padded copy is made first.
   const bool nhwc = !x.is_contiguous() && cog == 1;
   const at::Tensor xpad = nhwc ? x
-                          : !x.is_contiguous() ? padded_image_rows(s, x, 0, width)
+                          : !x.is_contiguous() ? padded_image_rows(s, x, 0, s.N, 0, s.H_in, 0, width)
                           : width == s.W_in ? x
                                             : padded_rows(x, s.N * s.C_in * s.H_in, s.W_in, 0, width);
   const float* gp = gyd.const_data_ptr<float>();

@@ -558,71 +558,57 @@ void tiled_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Te
   }
 }
 
-// float32 NCHW grad_weight with no gathers. gw[ci, co, kh, kw] = sum over (n, ih, iw) of x[n, ci, ih, iw]
-// gy[n, co, ih sH + kh dH - pH, iw sW + kw dW - pW]. Write kh dH - pH = qh sH + rh (rh in [0, sH)), the same
-// for kw: tap (kh, kw) reads the (rh, rw) phase plane of gy shifted by (qh, qw). Stored padded -- plane
-// P[n][co][rh][rw] of Ha x Wd values, entry (a, b) = gy[n, co, (a + qh0) sH + rh, (b + qw0) sW + rw] or 0
-// outside gy, Wd = W_in + qw1 - qw0 (qw0, qw1 the smallest and largest shift), Ha likewise -- every tap's
-// values for all input pixels (ih, iw) are ONE contiguous run of the plane if the pixels are counted on the
-// padded grid ih Wd + iw: a tap is a plain GEMM gwT[tap] (co x ci) += P(shifted) (co x pixels, row stride =
-// the plane's) X^T (pixels x ci, with zero rows for the grid's columns iw >= W_in). Those zero rows meet
-// gy values of a neighbouring row or plane (finite values times exact zeros add nothing; a NaN or inf in gy
-// can reach more entries of gw than PyTorch's, which has NaN/inf there too, in the taps that read it).
+// float32 NCHW grad_weight with stride 1 and no gathers. gw[ci, co, kh, kw] = sum over (n, ih, iw) of
+// x[n, ci, ih, iw] gy[n, co, ih + kh dH - pH, iw + kw dW - pW]. gy is copied once into padded planes
+// P[n][co] of Ha x Wd values, entry (a, b) = gy[n, co, a - pH, b - pW] or 0 outside gy, Ha = H_in + (kH - 1) dH,
+// Wd = W_in + (kW - 1) dW: every tap's values for all input pixels (ih, iw) are then ONE contiguous run of the
+// plane if the pixels are counted on the padded grid ih Wd + iw, so a tap is a plain GEMM gwT[tap] (co x ci)
+// += P(shifted by kh dH Wd + kw dW) (co x pixels, row stride = the plane's) X^T (pixels x ci, with zero rows
+// for the grid's columns iw >= W_in). Those zero rows meet gy values of a neighbouring row or plane (finite
+// values times exact zeros add nothing; a NaN or inf in gy can reach more entries of gw than PyTorch's, which
+// has NaN/inf there too, in the taps that read it).
 // Tasks: blocks of output channels, each walking the images and K-chunks of pixels in order and, per chunk
 // (X^T's rows in cache), every tap: one sum order per element whatever the thread count.
-// Taken with stride 1 (tiled_grad_weight below): 11-26% faster than the gathered tiles on 3x3 / 5x5, dilated
-// or not, 32-128 channels. The phases make it right for any stride (checked against PyTorch with every call
-// routed here), but at stride 2 it was slower (DCGAN 512->256 on 8x8 images 0.86x, U-Net k2s2 0.91x): the
-// padded grid's extra columns are a large share of small images, and every K-chunk ends with its image.
+// 11-26% faster than the gathered tiles on 3x3 / 5x5, dilated or not, 32-128 channels. The same with gy's
+// stride phases as planes (for any stride) was slower at stride 2 (DCGAN 512->256 on 8x8 images 0.86x, U-Net
+// k2s2 0.91x): the padded grid's extra columns are a large share of small images, and every K-chunk ends
+// with its image.
 struct GyPlanes {
-  int64_t qh0, qw0, Ha, Wd, size;  // shifts of the first row/column, plane sizes (values per plane: size)
-  explicit GyPlanes(const ConvT2dShape& s) {
-    qh0 = floor_div(-s.pH, s.sH), qw0 = floor_div(-s.pW, s.sW);
-    const int64_t qh1 = floor_div((s.kH - 1) * s.dH - s.pH, s.sH), qw1 = floor_div((s.kW - 1) * s.dW - s.pW, s.sW);
-    Ha = s.H_in + qh1 - qh0, Wd = s.W_in + qw1 - qw0, size = Ha * Wd;
-  }
-  // Offset of tap (kh, kw)'s run within image n, channel co's planes.
-  int64_t tap_offset(const ConvT2dShape& s, int64_t kh, int64_t kw) const {
-    const int64_t th = kh * s.dH - s.pH, tw = kw * s.dW - s.pW;
-    const int64_t qh = floor_div(th, s.sH), qw = floor_div(tw, s.sW);
-    return ((th - qh * s.sH) * s.sW + (tw - qw * s.sW)) * size + (qh - qh0) * Wd + (qw - qw0);
-  }
+  int64_t Ha, Wd, size;  // plane rows, row length, values per plane
+  explicit GyPlanes(const ConvT2dShape& s)
+      : Ha(s.H_in + (s.kH - 1) * s.dH), Wd(s.W_in + (s.kW - 1) * s.dW), size(Ha * Wd) {}
+  // Offset of tap (kh, kw)'s run within a plane.
+  int64_t tap_offset(const ConvT2dShape& s, int64_t kh, int64_t kw) const { return kh * s.dH * Wd + kw * s.dW; }
 };
 
 at::Tensor gy_planes(const ConvT2dShape& s, const GyPlanes& P, const at::Tensor& gy) {
-  const int64_t phases = s.sH * s.sW, rows = s.N * s.C_out;
-  // + Wd: the last tap's run reads up to Wd - 1 values past the last plane (into the zero-X columns)
-  auto out = scratch(Scratch::deinterleaved_gy, rows * phases * P.size + P.Wd, gy.options());
+  const int64_t planes = s.N * s.C_out;
+  // + Wd: the last tap's run reads up to (kW - 1) dW values past the last plane (into the zero-X columns)
+  auto out = scratch(Scratch::deinterleaved_gy, planes * P.size + P.Wd, gy.options());
   const float* src = gy.const_data_ptr<float>();
   float* dst = out.mutable_data_ptr<float>();
-  std::fill(dst + rows * phases * P.size, dst + rows * phases * P.size + P.Wd, 0.f);
-  parallel_tasks(rows * s.sH, std::max<int64_t>(1, 16384 / (s.sW * P.size)), [&](int64_t t0, int64_t t1) {
+  std::fill(dst + planes * P.size, dst + planes * P.size + P.Wd, 0.f);
+  // columns b in [b0, b1) hold gy's ow = b - pW in [0, W_out)
+  const int64_t b0 = std::clamp<int64_t>(s.pW, 0, P.Wd), b1 = std::clamp<int64_t>(s.pW + s.W_out, b0, P.Wd);
+  parallel_tasks(planes * P.Ha, std::max<int64_t>(1, 16384 / P.Wd), [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t row = t / s.sH, rh = t % s.sH;
-      const float* g = src + row * s.H_out * s.W_out;
-      for (int64_t rw = 0; rw < s.sW; ++rw) {
-        float* d = dst + (row * phases + rh * s.sW + rw) * P.size;
-        for (int64_t a = 0; a < P.Ha; ++a) {
-          float* dr = d + a * P.Wd;
-          const int64_t oh = (a + P.qh0) * s.sH + rh;
-          if (oh < 0 || oh >= s.H_out) {
-            std::fill(dr, dr + P.Wd, 0.f);
-            continue;
-          }
-          const float* gr = g + oh * s.W_out;
-          for (int64_t b = 0; b < P.Wd; ++b) {
-            const int64_t ow = (b + P.qw0) * s.sW + rw;
-            dr[b] = ow >= 0 && ow < s.W_out ? gr[ow] : 0.f;
-          }
-        }
+      const int64_t plane = t / P.Ha, oh = t % P.Ha - s.pH;
+      float* dr = dst + t * P.Wd;
+      if (oh < 0 || oh >= s.H_out) {
+        std::fill(dr, dr + P.Wd, 0.f);
+        continue;
       }
+      const float* gr = src + (plane * s.H_out + oh) * s.W_out;
+      std::fill(dr, dr + b0, 0.f);
+      std::copy(gr + (b0 - s.pW), gr + (b1 - s.pW), dr + b0);
+      std::fill(dr + b1, dr + P.Wd, 0.f);
     }
   });
   return out;
 }
 
-// Channels [c0, c0 + count) of x as X^T on the padded grid: (N, H_in * Wd (+ pad to a multiple), count), rows
-// of the grid's columns iw >= W_in zero.
+// Channels [c0, c0 + count) of x as X^T on the padded grid: (N, H_in * Wd, count), the rows of the grid's
+// columns iw >= W_in zero.
 at::Tensor grid_xt(const ConvT2dShape& s, const at::Tensor& x, int64_t c0, int64_t count, int64_t Wd) {
   const int64_t HW = s.H_in * s.W_in, grid = s.H_in * Wd;
   auto out = scratch(Scratch::packed_x, s.N * grid * count, x.options()).view({s.N, grid, count});
@@ -645,7 +631,7 @@ at::Tensor grid_xt(const ConvT2dShape& s, const at::Tensor& x, int64_t c0, int64
 void planes_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw) {
   const int64_t cig = s.cin_per_group(), cog = s.cout_per_group(), kk = s.kH * s.kW;
   const GyPlanes P(s);
-  const int64_t grid = s.H_in * P.Wd, phases = s.sH * s.sW;
+  const int64_t grid = s.H_in * P.Wd;
   const int64_t KC = std::clamp<int64_t>(65536 / std::max<int64_t>(1, cig), 64, 1024);  // X^T chunk ~256 KB
   const int64_t CB = std::min<int64_t>(cog, 16), tasks = ceil_div(cog, CB);
   const at::Tensor planes = gy_planes(s, P, gy);
@@ -664,10 +650,10 @@ void planes_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::T
         for (int64_t n = 0; n < s.N; ++n)
           for (int64_t j0 = 0; j0 < grid; j0 += KC) {
             const int64_t kc = std::min(KC, grid - j0);
-            // rows co of A: planes of (n, g*cog + co), phases * size apart
-            const float* a = pp + ((n * s.C_out + g * cog + co0) * phases) * P.size + j0;
+            // rows co of A: the planes of (n, g*cog + co), size apart
+            const float* a = pp + (n * s.C_out + g * cog + co0) * P.size + j0;
             for (int64_t tap = 0; tap < kk; ++tap)
-              kernel(cb, cig, kc, phases * P.size, cig, cig, n > 0 || j0 > 0, a + offsets[tap],
+              kernel(cb, cig, kc, P.size, cig, cig, n > 0 || j0 > 0, a + offsets[tap],
                      xp + (n * grid + j0) * cig, accp + (tap * cog + co0) * cig);
           }
       }
