@@ -226,6 +226,12 @@ PHASE_CASES = BF16_CASES + [
     Case("big_tiles", 1, 8, 16, 40, 40, 3, 2, 1, 1),            # a phase larger than one block of pixels
     Case("pad_past_kernel", 2, 12, 10, 9, 10, 3, 1, 3),         # stride 1, padding 3 > d(k-1): negative
     Case("s1_stretched", 1, 20, 12, 7, 6, (2, 4), 1, (1, 0), dilation=(3, 1)),
+    # channels_last float32 with rows of 16+ pixels: column taps stacked into one GEMM per row tap
+    Case("stacked_k3s1", 2, 16, 24, 5, 20, 3, 1, 1),
+    Case("stacked_k4s2", 1, 24, 20, 4, 17, 4, 2, 1),
+    Case("stacked_no_tap_phase", 1, 8, 12, 3, 17, 4, 2, 1, dilation=2),  # column phase 1: bias only
+    Case("stacked_wide_cout", 1, 6, 300, 2, 18, 3, 1, 1),                # C_out in blocks of 256
+    Case("stacked_pad_past_kernel", 1, 12, 10, 8, 20, 3, 1, 3),          # grad_input: padding -1
 ]
 
 
