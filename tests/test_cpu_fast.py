@@ -130,9 +130,14 @@ def test_layouts_on_every_path(case, layout, path):
     _check_on_path(case, torch.float32, path, seed=4, layout=layout)
 
 
-# channels_last images on the gemm path go to gemm_nhwc.cpp as they are (csrc/cpu/gemm_nhwc.cpp).
+# channels_last images on the gemm path go to gemm_nhwc.cpp as they are (csrc/cpu/gemm_nhwc.cpp); with one
+# output channel float32 x is transposed to NCHW for the NCHW tiles (8 x 8 register blocks and a rest).
+ONE_CHANNEL = [BLOCKS[0], Case("one_channel_cin5", 2, 5, 1, 4, 11, 4, 2, 1),
+               Case("one_channel_cin20", 1, 20, 1, 6, 19, 5, 3, 2, 1)]
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=["f32", "f64", "bf16"])
-@pytest.mark.parametrize("case", GRID + RANDOM_MANY, ids=str)
+@pytest.mark.parametrize("case", GRID + RANDOM_MANY + ONE_CHANNEL, ids=str)
 def test_channels_last_on_gemm(case, dtype):
     with dispatch.forced(path="gemm"):
         assert _check_on_path(case, dtype, "gemm", seed=6, layout="channels_last").split(":")[0] == "gemm"

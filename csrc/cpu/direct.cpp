@@ -681,6 +681,10 @@ int64_t direct_gy_width(const ConvT2dShape& s) {
 }
 
 // ---- forward -------------------------------------------------------------------------------------------
+at::Tensor nchw_copy(const ConvT2dShape& s, const at::Tensor& x) {
+  return padded_image_rows(s, x, 0, s.N, 0, s.H_in, 0, s.W_in).view({s.N, s.C_in, s.H_in, s.W_in});
+}
+
 bool direct_forward_all_phases(const ConvT2dShape& s) {
   return s.cout_per_group() <= 4 && s.dW == 1 && s.sW >= 2 && s.sW <= 4;
 }
