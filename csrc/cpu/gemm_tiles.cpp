@@ -1183,7 +1183,12 @@ bool grad_input_by_phase(const ConvT2dShape& s, bool nhwc, at::ScalarType t) {
   if (s.sH != 1 || s.sW != 1) return false;
   const int forced = forced_formulation();
   if (forced >= 0) return forced == 1;
-  return !nhwc && t == at::kBFloat16 && forward_by_phase(grad_input_as_forward(s), nhwc);
+  // channels_last float32 whose flipped taps stack (stacked_nhwc_forward: one group, no column dilation,
+  // rows of 16+): 0-15% faster than the im2col grad_input on 3x3 and 5x5, 32-256 channels.
+  const ConvT2dShape f = grad_input_as_forward(s);
+  if (nhwc && t == at::kFloat && s.groups == 1 && stacked_columns(phase_dims(f.kW, f.sW, f.pW, f.dW, f.W_out)))
+    return true;
+  return !nhwc && t == at::kBFloat16 && forward_by_phase(f, nhwc);
 }
 
 }  // namespace
