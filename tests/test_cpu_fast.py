@@ -260,6 +260,36 @@ def test_gemm_forward_formulations_agree_bitwise_across_threads():
     assert torch.equal(one, two)
 
 
+# PyTorch's own bfloat16 convolutions (oneDNN; on the AMX tiles where the CPU has them) release the tiles
+# when they finish. Our next bfloat16 GEMM must configure them again: it once ran on released tiles, an
+# illegal instruction that kills the process, hence the subprocess.
+_AFTER_PYTORCH_BF16 = """
+import torch, torch.nn.functional as F, deconv_ext
+from deconv_ext import dispatch
+torch.set_num_threads({threads})
+torch.manual_seed(0)
+x = torch.randn(4, 64, 12, 12, dtype=torch.bfloat16)
+w = torch.randn(64, 48, 4, 4, dtype=torch.bfloat16) * 0.1
+for _ in range(3):
+    ref = F.conv_transpose2d(x, w, stride=2, padding=1)
+    with dispatch.forced(path="gemm"):
+        ours = deconv_ext.conv_transpose2d(x, w, stride=2, padding=1)
+    assert (ours.float() - ref.float()).abs().max().item() < 0.1
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not BF16_NATIVE, reason="this CPU has no AVX512-BF16 (bfloat16 takes widened float32 GEMMs)")
+@pytest.mark.parametrize("threads", [1, 2])
+def test_bf16_gemm_after_pytorch_bf16_convolutions(threads):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _AFTER_PYTORCH_BF16.format(threads=threads)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", (done.returncode, done.stderr[-2000:])
+
+
 # With oneDNN switched off (torch.backends.mkldnn), bfloat16 is widened and float32's micro-kernel calls take
 # PyTorch's plain GEMM fallback: still correct.
 @pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")  # torch's, from mkldnn.flags()
