@@ -187,6 +187,7 @@ def _bf16_native_here():
 
 
 BF16_NATIVE = _bf16_native_here()
+BF16_ON_AMX = torch.ops.deconv_ext._cpu_bf16_gemm() == "amx"  # one-channel bfloat16 forwards then on the tiles
 BF16_CASES = [
     Case("odd_sizes", 1, 9, 5, 5, 7, 3, 2, 1, 0),             # cin 9, 45 taps, 35 pixels: every K odd
     Case("blocks", 2, 40, 70, 9, 17, 4, 2, 1),                # C (and Z) larger than one 64 x 128 block
@@ -409,7 +410,8 @@ def _expected_route(case, dtype, layout):
     if dtype == torch.bfloat16 and BF16_NATIVE and not nhwc:
         if cog >= 2:
             return "gemm", "gemm", "gemm"
-        return "direct", "gemm" if case.W < 128 or cig >= 48 else "direct", "direct"
+        on_tiles = case.W < 128 or cig >= 48 or BF16_ON_AMX
+        return "direct", "gemm" if on_tiles else "direct", "direct"
     tiles = "gemm" if "avx2" in ISAS else "direct"  # the tiles need AVX2 or up
     all_phases = cog == 1 and case.dilation[1] == 1 and 2 <= case.stride[1] <= 4
     on_tiles = case.W < 128 or (not nhwc and cig >= 48

@@ -178,8 +178,11 @@ enum class Op { forward, grad_input, grad_weight };
 bool direct_on_tiles(const ConvT2dShape& s, at::ScalarType t, bool nhwc, Op op) {
   if (cpu::path_forced() || s.cin_per_group() < 16) return false;
   const bool forward = op == Op::forward;
+  // bfloat16 NCHW with one output channel: the forward on the tiles for narrow images or 48+ input
+  // channels, and for every image where the tiles run on AMX (FSRCNN-s forward 1.2-1.7x faster there).
   if (!nhwc && t == at::kBFloat16 && cpu::bf16_gemm_available())
-    return s.cout_per_group() >= 2 || (forward && (s.W_in < 128 || s.cin_per_group() >= 48));
+    return s.cout_per_group() >= 2 ||
+           (forward && (s.W_in < 128 || s.cin_per_group() >= 48 || cpu::bf16_gemm_on_amx()));
   if (!cpu::use_tiles(at::kFloat)) return false;
   if (op == Op::grad_input) return !nhwc && s.cin_per_group() >= 48;
   if (!forward) return false;
@@ -384,6 +387,10 @@ TORCH_LIBRARY_FRAGMENT(deconv_ext, m) {
         "int[2] dilation) -> str",
         &cpu_path);
   m.def("_cpu_isas() -> str[]", &cpu_isas);
+  // What runs the bfloat16 gemm tiles: "amx" (AMX tiles), "avx512_bf16" (dot products) or "" (widened float32).
+  m.def("_cpu_bf16_gemm() -> str", []() -> std::string {
+    return cpu::bf16_gemm_on_amx() ? "amx" : cpu::bf16_gemm_available() ? "avx512_bf16" : "";
+  });
 }
 
 }  // namespace deconv_ext

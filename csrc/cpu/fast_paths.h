@@ -143,6 +143,8 @@ void gemm_nhwc_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at
 // or bfloat16 when bf16_gemm_available() (AVX512-BF16); y, gx, gw float32, b float32 or undefined.
 // NCHW images (tiled_*) and channels_last ones (tiled_nhwc_*: x, y, gy, gx NHWC-contiguous).
 bool bf16_gemm_available();
+// Whether that micro-kernel runs on AMX tiles (bf16_gemm_available() and the CPU has AMX-BF16).
+bool bf16_gemm_on_amx();
 void tiled_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
                    const at::Tensor& y);
 void tiled_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx);

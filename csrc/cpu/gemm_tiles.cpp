@@ -96,6 +96,15 @@ bool self_test() {
 
 }  // namespace
 
+bool bf16_gemm_on_amx() {
+#if defined(__x86_64__)
+  static const bool amx = __builtin_cpu_supports("amx-bf16");
+  return amx && bf16_gemm_available();
+#else
+  return false;
+#endif
+}
+
 bool bf16_gemm_available() {
   if (!hardware_has_bf16_dot() || isa_level() < 2 || !at::globalContext().userEnabledMkldnn()) return false;
   static const bool works = self_test();
