@@ -29,7 +29,8 @@ import torch
 from . import _ops  # noqa: F401  (loads the library)
 from .functional import _int, _pair
 
-__all__ = ["CPU_PATHS", "CPU_ISAS", "CUDA_PATHS", "GEMM_FORWARDS", "cpu_path", "cpu_isas", "cuda_path", "forced"]
+__all__ = ["CPU_PATHS", "CPU_ISAS", "CUDA_PATHS", "GEMM_FORWARDS", "cpu_path", "cpu_isas", "cpu_bf16_gemm", "cuda_path",
+           "forced"]
 
 CPU_PATHS = ("generic", "direct", "gemm")
 CPU_ISAS = ("baseline", "avx2", "avx512")
@@ -69,6 +70,12 @@ def cuda_path(input, weight, stride=1, padding=0, output_padding=0, groups=1, di
 def cpu_isas():
     """The vector ISAs this CPU runs the direct kernels with, lowest first (a subset of CPU_ISAS)."""
     return list(torch.ops.deconv_ext._cpu_isas())
+
+
+def cpu_bf16_gemm():
+    """What runs the CPU gemm tiles' bfloat16 products: "amx" (AMX tiles), "avx512_bf16" (AVX512-BF16 dot
+    products) or "" (none: bfloat16 is widened to float32)."""
+    return str(torch.ops.deconv_ext._cpu_bf16_gemm())
 
 
 @contextlib.contextmanager

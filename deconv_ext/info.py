@@ -41,7 +41,9 @@ def _cpu():
         bf16 = dispatch.cpu_path(torch.empty(1, 16, 2, 2, dtype=torch.bfloat16, **meta),
                                  torch.empty(16, 16, 3, 3, dtype=torch.bfloat16, **meta))
     return {"isa": direct.split(":")[-1], "isas": list(reversed(dispatch.cpu_isas())),
-            "bf16_gemm": "native (AVX512-BF16)" if bf16.endswith("avx512_bf16") else "widened to float32"}
+            "bf16_gemm": {"amx": "native (AMX tiles)", "avx512_bf16": "native (AVX512-BF16)"}.get(
+                dispatch.cpu_bf16_gemm(), "widened to float32") if bf16.endswith("avx512_bf16")
+            else "widened to float32"}
 
 
 def _abi3_floor(build):

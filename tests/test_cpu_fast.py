@@ -187,7 +187,7 @@ def _bf16_native_here():
 
 
 BF16_NATIVE = _bf16_native_here()
-BF16_ON_AMX = torch.ops.deconv_ext._cpu_bf16_gemm() == "amx"  # one-channel bfloat16 forwards then on the tiles
+BF16_ON_AMX = dispatch.cpu_bf16_gemm() == "amx"  # one-channel bfloat16 forwards then on the tiles
 BF16_CASES = [
     Case("odd_sizes", 1, 9, 5, 5, 7, 3, 2, 1, 0),             # cin 9, 45 taps, 35 pixels: every K odd
     Case("blocks", 2, 40, 70, 9, 17, 4, 2, 1),                # C (and Z) larger than one 64 x 128 block
