@@ -807,8 +807,8 @@ void tiled_nhwc_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at
 }
 
 // grad_weight: acc (cig x (tap, co)) += X^T C. Work items: (part, block of TB taps) -- the pixels (images,
-// then blocks of KB) are split into kParts contiguous parts, each summed into its own acc in order, and the
-// parts' accs are added in order at the end -- with B = the C tile (KB pixels x the block's columns, pixels
+// then blocks of KB) are split into two contiguous parts (one if there is one block), each summed into its
+// own acc in order, and the parts' accs are added in order at the end -- with B = the C tile (KB pixels x the block's columns, pixels
 // in pairs for bfloat16) and A = the X^T tile (cig x KB pixels). The items are split into one contiguous
 // range per thread, and each thread transposes each X^T tile of its parts once for all of its items (tiles
 // only: no transposed copy of the image). The parts are a fixed number, so the sums do not depend on the
