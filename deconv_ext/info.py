@@ -31,19 +31,16 @@ def collect():
 
 def _cpu():
     """How the CPU kernels run here: the direct path's vector ISA (DECONV_EXT_CPU_ISA applied) and those the CPU
-    has (best first), and whether bfloat16 GEMMs run natively on AVX512-BF16 or on widened float32 operands
-    (csrc/cpu/fast_paths.h)."""
+    has (best first), and whether bfloat16 GEMMs run natively (AMX tiles or AVX512-BF16) or on widened
+    float32 operands (csrc/cpu/fast_paths.h)."""
     from . import dispatch
 
     meta = dict(device="meta")
     with dispatch.forced(path="auto"):  # the paths' own rule, whatever DECONV_EXT_CPU_PATH forces
         direct = dispatch.cpu_path(torch.empty(1, 4, 2, 2, **meta), torch.empty(4, 1, 3, 3, **meta))  # direct:<isa>
-        bf16 = dispatch.cpu_path(torch.empty(1, 16, 2, 2, dtype=torch.bfloat16, **meta),
-                                 torch.empty(16, 16, 3, 3, dtype=torch.bfloat16, **meta))
     return {"isa": direct.split(":")[-1], "isas": list(reversed(dispatch.cpu_isas())),
             "bf16_gemm": {"amx": "native (AMX tiles)", "avx512_bf16": "native (AVX512-BF16)"}.get(
-                dispatch.cpu_bf16_gemm(), "widened to float32") if bf16.endswith("avx512_bf16")
-            else "widened to float32"}
+                dispatch.cpu_bf16_gemm(), "widened to float32")}
 
 
 def _abi3_floor(build):

@@ -685,6 +685,11 @@ at::Tensor nchw_copy(const ConvT2dShape& s, const at::Tensor& x) {
   return padded_image_rows(s, x, 0, s.N, 0, s.H_in, 0, s.W_in).view({s.N, s.C_in, s.H_in, s.W_in});
 }
 
+at::Tensor nhwc_padded_copy(const ConvT2dShape& s, const at::Tensor& x, int64_t PL, int64_t PR) {
+  const int64_t C = s.C_in;  // an NHWC row of W_in pixels is W_in * C values
+  return padded_rows(x, s.N * s.H_in, s.W_in * C, PL * C, (PL + s.W_in + PR) * C);
+}
+
 bool direct_forward_all_phases(const ConvT2dShape& s) {
   return s.cout_per_group() <= 4 && s.dW == 1 && s.sW >= 2 && s.sW <= 4;
 }

@@ -110,6 +110,9 @@ bool direct_forward_all_phases(const ConvT2dShape& s);
 // x (NCHW or channels_last, any floating type) as a contiguous NCHW float32 copy, in the scratch buffer of
 // the direct forward's padded copies.
 at::Tensor nchw_copy(const ConvT2dShape& s, const at::Tensor& x);
+// channels_last x's rows with PL zero pixels before and PR after each, float32, in the same scratch buffer:
+// (N * H_in, (PL + W_in + PR) * C_in).
+at::Tensor nhwc_padded_copy(const ConvT2dShape& s, const at::Tensor& x, int64_t PL, int64_t PR);
 void direct_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx);
 void direct_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw);
 

@@ -808,10 +808,10 @@ void tiled_nhwc_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at
 
 // grad_weight: acc (cig x (tap, co)) += X^T C. Work items: (part, block of TB taps) -- the pixels (images,
 // then blocks of KB) are split into two contiguous parts (one if there is one block), each summed into its
-// own acc in order, and the parts' accs are added in order at the end -- with B = the C tile (KB pixels x the block's columns, pixels
-// in pairs for bfloat16) and A = the X^T tile (cig x KB pixels). The items are split into one contiguous
-// range per thread, and each thread transposes each X^T tile of its parts once for all of its items (tiles
-// only: no transposed copy of the image). The parts are a fixed number, so the sums do not depend on the
+// own acc in order, and the parts' accs are added in order at the end -- with B = the C tile (KB pixels x
+// the block's columns, pixels in pairs for bfloat16) and A = the X^T tile (cig x KB pixels). The items are
+// split into one contiguous range per thread, and each thread transposes each X^T tile of its parts once
+// for all of its items (tiles only: no transposed copy of the image). The parts are a fixed number, so the sums do not depend on the
 // thread count; with two threads each takes one part (with tap blocks alone, 9 taps in blocks of 2 gave
 // the threads 6 and 3 taps: 3x3 stride 1, 64 -> 64 channels spent 19% of its time waiting).
 template <typename T>
@@ -1042,6 +1042,11 @@ bool stacked_columns(const std::vector<PhaseDim>& ws) {
 // read a copy of x with zero columns on both sides (PL, PR); input rows outside the image are skipped.
 // (3x3 stride 1, 64 -> 64 channels: 6 of the 9 taps' blocks were gathered, as their windows crossed a row
 // end.)
+// Whether the channels_last float32 phase forward of s stacks its column taps (one group, stacked_columns).
+bool stacks_columns(const ConvT2dShape& s) {
+  return s.groups == 1 && stacked_columns(phase_dims(s.kW, s.sW, s.pW, s.dW, s.W_out));
+}
+
 void stacked_nhwc_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const float* bias,
                           float* yp, const std::vector<PhaseDim>& hs, const std::vector<PhaseDim>& ws,
                           const std::vector<PhaseBlock>& blocks, int64_t NB) {
@@ -1053,17 +1058,8 @@ void stacked_nhwc_forward(const ConvT2dShape& s, const at::Tensor& x, const at::
     PR = std::max(PR, pw.first + pw.count - 1 - pw.e.front() - (s.W_in - 1));
   }
   const int64_t Wp = PL + s.W_in + PR;
-  const auto xpad = scratch(Scratch::padded_x, s.N * s.H_in * Wp * C, x.options());
-  float* xq = xpad.mutable_data_ptr<float>();
-  const float* xp = x.const_data_ptr<float>();
-  parallel_tasks(s.N * s.H_in, std::max<int64_t>(1, 16384 / (Wp * C)), [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      float* d = xq + r * Wp * C;
-      std::fill(d, d + PL * C, 0.f);
-      std::memcpy(d + PL * C, xp + r * s.W_in * C, s.W_in * C * sizeof(float));
-      std::fill(d + (PL + s.W_in) * C, d + Wp * C, 0.f);
-    }
-  });
+  const auto xpad = nhwc_padded_copy(s, x, PL, PR);
+  const float* xq = xpad.const_data_ptr<float>();
   // B of (kh, column phase): rows (e_hi - e) * C + ci = W[ci, :, kh, k(e)].
   std::vector<at::Tensor> bs(s.kH * ws.size());
   for (int64_t kh = 0; kh < s.kH; ++kh)
@@ -1118,7 +1114,7 @@ void phase_nhwc_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Te
   const float* bias = b.defined() ? b.const_data_ptr<float>() : nullptr;
   float* yp = y.mutable_data_ptr<float>();
   if constexpr (std::is_same_v<T, float>) {
-    if (s.groups == 1 && stacked_columns(ws)) return stacked_nhwc_forward(s, x, w, bias, yp, hs, ws, blocks, NB);
+    if (stacks_columns(s)) return stacked_nhwc_forward(s, x, w, bias, yp, hs, ws, blocks, NB);
   }
   for (int64_t g = 0; g < s.groups; ++g) {
     std::vector<at::Tensor> bs(kk);  // tap's B: (cig x cog), row-major or pairs of rows
@@ -1212,8 +1208,7 @@ bool grad_input_by_phase(const ConvT2dShape& s, bool nhwc, at::ScalarType t) {
   // channels_last float32 whose flipped taps stack (stacked_nhwc_forward: one group, no column dilation,
   // rows of 16+): 0-15% faster than the im2col grad_input on 3x3 and 5x5, 32-256 channels.
   const ConvT2dShape f = grad_input_as_forward(s);
-  if (nhwc && t == at::kFloat && s.groups == 1 && stacked_columns(phase_dims(f.kW, f.sW, f.pW, f.dW, f.W_out)))
-    return true;
+  if (nhwc && t == at::kFloat && stacks_columns(f)) return true;
   return !nhwc && t == at::kBFloat16 && forward_by_phase(f, nhwc);
 }
 
