@@ -238,6 +238,12 @@ PHASE_CASES = BF16_CASES + [
     Case("stacked_no_tap_phase", 1, 8, 12, 3, 17, 4, 2, 1, dilation=2),  # column phase 1: bias only
     Case("stacked_wide_cout", 1, 6, 300, 2, 18, 3, 1, 1),                # C_out in blocks of 256
     Case("stacked_pad_past_kernel", 1, 12, 10, 8, 20, 3, 1, 3),          # grad_input: padding -1
+    # bfloat16 stacks for any row length (several short rows per GEMM), NCHW too; y is stored transposed
+    Case("stacked_short_rows", 3, 10, 9, 6, 5, 3, 1, 1),
+    Case("stacked_long_rows", 1, 8, 10, 3, 140, 3, 1, 1),              # rows in segments of a block
+    Case("stacked_k6s3", 1, 10, 9, 4, 18, 6, 3, 2, 1),                  # stride 3: stored one value at a time
+    Case("stacked_k4s2_odd", 2, 12, 16, 5, 19, 4, 2, 1, 1),             # interleaved phases of unequal counts
+    Case("stacked_odd_cin", 1, 15, 8, 4, 20, 3, 1, 1),                  # bfloat16: not stacked (pairs of rows)
 ]
 
 
@@ -253,9 +259,12 @@ def test_gemm_forward_formulations(case, dtype, forward, layout):
     Reference(x, w, b, gy, **case.params).check_all(results, context=f" [{case}, {forward}]")
 
 
-def test_gemm_forward_formulations_agree_bitwise_across_threads():
-    case = PHASE_CASES[-1]
-    x, w, b, gy = case.tensors(torch.float32, seed=12)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("name", ["stacked_pad_past_kernel", "stacked_k4s2_odd"])
+def test_gemm_forward_formulations_agree_bitwise_across_threads(name, dtype, layout):
+    case = next(c for c in PHASE_CASES if c.name == name)
+    x, w, b, gy = case.tensors(dtype, seed=12, layout=layout)
     with dispatch.forced(path="gemm", gemm_forward="phase"):
         one, two = _at_thread_counts(lambda: deconv_ext.conv_transpose2d(x, w, b, **case.params), 1, 2)
     assert torch.equal(one, two)

@@ -212,6 +212,7 @@ void forward_launch(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor
   };
   if (p != cpu::Path::generic && is_half(x.scalar_type())) {
     const bool n = native_bf16(p, x.scalar_type());
+    if (n && cpu::gemm_forward_writes_bf16(s, images_nhwc(x, y))) return fast(x, w, widened(b), y);
     // The direct forward widens x in the padded copy it makes anyway (no separate float32 copy of x).
     const bool x_as_is = n || p == cpu::Path::direct;
     return on_float_path(y, [&](const at::Tensor& yf) { fast(operand(x, x_as_is), operand(w, n), widened(b), yf); });
@@ -232,6 +233,7 @@ void grad_input_launch(const ConvT2dShape& s, const at::Tensor& gy, const at::Te
   };
   if (p != cpu::Path::generic && is_half(gy.scalar_type())) {
     const bool n = native_bf16(p, gy.scalar_type());
+    if (n && cpu::gemm_grad_input_writes_bf16(s, images_nhwc(gy, gx))) return fast(gy, w, gx);
     return on_float_path(gx, [&](const at::Tensor& gxf) { fast(operand(gy, n), operand(w, n), gxf); });
   }
   if (p != cpu::Path::generic) return fast(gy, w, gx);

@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "fast_paths.h"
+#include "transpose.h"
 
 // `acc += w * x` must become one fused multiply-add; GCC does not contract in ISO C++ mode.
 #pragma GCC optimize("fp-contract=fast")
@@ -98,37 +99,6 @@ at::Tensor padded_rows(const at::Tensor& x, int64_t rows, int64_t W, int64_t E, 
 
 int current_isa();
 
-#if defined(__x86_64__)
-// Values [w0, w0 + 8) x [c0, c0 + 8) of a W x C block (float32 or bfloat16) as float32, transposed in
-// registers: eight 8-pixel rows out, channel c0 + j's at d + j * cstride.
-template <typename T>
-__attribute__((target("avx2,fma"))) void transpose8x8(const T* src, int64_t C, float* d, int64_t cstride) {
-  __m256 r[8];
-  for (int i = 0; i < 8; ++i) {
-    if constexpr (std::is_same_v<T, float>) {
-      r[i] = _mm256_loadu_ps(src + i * C);
-    } else {  // bfloat16: the high half of a float32
-      const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i * C));
-      r[i] = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-    }
-  }
-  __m256 t[8], u[8];
-  for (int i = 0; i < 8; i += 2) {
-    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-  }
-  for (int i = 0; i < 8; i += 4) {
-    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
-    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
-    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-  }
-  for (int j = 0; j < 4; ++j) {
-    _mm256_storeu_ps(d + j * cstride, _mm256_permute2f128_ps(u[j], u[j + 4], 0x20));
-    _mm256_storeu_ps(d + (j + 4) * cstride, _mm256_permute2f128_ps(u[j], u[j + 4], 0x31));
-  }
-}
-#endif
 
 // One channels_last row block (W pixels x C channels) into C padded rows, channel c's at d + c * cstride:
 // 8 x 8 blocks transposed in registers (float32 and bfloat16, AVX2), the rest 32 pixels (32 x C values, in
@@ -683,11 +653,6 @@ int64_t direct_gy_width(const ConvT2dShape& s) {
 // ---- forward -------------------------------------------------------------------------------------------
 at::Tensor nchw_copy(const ConvT2dShape& s, const at::Tensor& x) {
   return padded_image_rows(s, x, 0, s.N, 0, s.H_in, 0, s.W_in).view({s.N, s.C_in, s.H_in, s.W_in});
-}
-
-at::Tensor nhwc_padded_copy(const ConvT2dShape& s, const at::Tensor& x, int64_t PL, int64_t PR) {
-  const int64_t C = s.C_in;  // an NHWC row of W_in pixels is W_in * C values
-  return padded_rows(x, s.N * s.H_in, s.W_in * C, PL * C, (PL + s.W_in + PR) * C);
 }
 
 bool direct_forward_all_phases(const ConvT2dShape& s) {

@@ -14,7 +14,8 @@
 //     float32 (and native bfloat16) run it tiled (gemm_tiles.cpp): oneDNN's BRGEMM micro-kernel, exported
 //     by PyTorch, on tiles that are gathered (im2col) or scattered (col2im) next to each call, in cache,
 //     with no column buffer; the tiled forward runs by output phase instead (one GEMM per phase and tap on
-//     x gathered shifted, y stored once: no col2im) when C_out is not below C_in (forward_by_phase), and
+//     x gathered shifted, y stored once: no col2im) when C_out is not below C_in or, in bfloat16, when a
+//     phase's column taps stack into one GEMM (forward_by_phase, stacked_forward), and
 //     so does the stride-1 grad_input of NCHW bfloat16 (a forward of gy with the kernel flipped).
 //     float64, and float32 with the ISA capped at baseline, take one at::mm per
 //     chunk of input rows plus a col2im/im2col pass (gemm.cpp; chunks keep the column buffer near 1M
@@ -110,9 +111,6 @@ bool direct_forward_all_phases(const ConvT2dShape& s);
 // x (NCHW or channels_last, any floating type) as a contiguous NCHW float32 copy, in the scratch buffer of
 // the direct forward's padded copies.
 at::Tensor nchw_copy(const ConvT2dShape& s, const at::Tensor& x);
-// channels_last x's rows with PL zero pixels before and PR after each, float32, in the same scratch buffer:
-// (N * H_in, (PL + W_in + PR) * C_in).
-at::Tensor nhwc_padded_copy(const ConvT2dShape& s, const at::Tensor& x, int64_t PL, int64_t PR);
 void direct_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx);
 void direct_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw);
 
@@ -143,7 +141,8 @@ void gemm_nhwc_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at:
 void gemm_nhwc_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw);
 
 // The tiled gemm path (gemm_tiles.cpp), with no column buffer, on oneDNN's micro-kernel: x, w, gy float32,
-// or bfloat16 when bf16_gemm_available() (AVX512-BF16); y, gx, gw float32, b float32 or undefined.
+// or bfloat16 when bf16_gemm_available() (AVX512-BF16); y, gx, gw float32 (but see gemm_forward_writes_bf16),
+// b float32 or undefined.
 // NCHW images (tiled_*) and channels_last ones (tiled_nhwc_*: x, y, gy, gx NHWC-contiguous).
 bool bf16_gemm_available();
 // Whether that micro-kernel runs on AMX tiles (bf16_gemm_available() and the CPU has AMX-BF16).
@@ -156,12 +155,17 @@ void tiled_nhwc_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Te
                         const at::Tensor& y);
 void tiled_nhwc_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx);
 void tiled_nhwc_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw);
+// Whether the gemm path's forward (grad_input) of s with bfloat16 operands, NCHW or channels_last images,
+// takes a bfloat16 y (gx) and writes it itself: the stacked forward rounds its float32 sums once as it
+// stores them, so no float32 result needs to be made and converted.
+bool gemm_forward_writes_bf16(const ConvT2dShape& s, bool nhwc);
+bool gemm_grad_input_writes_bf16(const ConvT2dShape& s, bool nhwc);
 // Whether the gemm path runs the tiled kernels for this dtype: float32 unless DECONV_EXT_CPU_ISA caps the
 // ISA at baseline (then at::mm, as for float64); bfloat16 when bf16_gemm_available().
 bool use_tiles(at::ScalarType t);
 // Whether the tiled forward runs by output phase (one GEMM per phase and tap on x gathered shifted, y stored
 // once) rather than as GEMM + col2im scatter; DECONV_EXT_CPU_GEMM_FORWARD=auto|phase|scatter forces it.
-bool forward_by_phase(const ConvT2dShape& s, bool nhwc);
+bool forward_by_phase(const ConvT2dShape& s, bool nhwc, at::ScalarType t);
 
 // Input pixels in chunks, for the gemm paths' column buffers (gemm.cpp, gemm_nhwc.cpp): either `images`
 // whole images (rows == H_in) or `rows` rows of one image.

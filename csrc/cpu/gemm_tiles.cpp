@@ -5,7 +5,9 @@
 // 1. Tiled NCHW kernels (tiled_forward / tiled_grad_input / tiled_grad_weight, float32 and bfloat16): the
 //    formulation of gemm.cpp without its column buffers (see the section below).
 // 2. The same on channels_last images (tiled_nhwc_*), pixels being the GEMM rows as in gemm_nhwc.cpp.
-// 3. The forward by output phase (phase_forward, phase_nhwc_forward): no col2im, chosen by forward_by_phase.
+// 3. The forward by output phase (phase_forward, phase_nhwc_forward): no col2im, chosen by forward_by_phase;
+//    where a phase's column taps read consecutive columns, one GEMM per row tap (stacked_forward), which also
+//    writes a bfloat16 y itself.
 //
 // bfloat16: the CPU's AVX512-BF16 dot products. Every product of two bfloat16 values is exact in float32 and
 // the sums are float32, so this is the numerical contract of the widened float32 path (float accumulation,
@@ -40,6 +42,7 @@
 #include <vector>
 
 #include "fast_paths.h"
+#include "transpose.h"
 
 namespace deconv_ext {
 namespace cpu {
@@ -941,6 +944,11 @@ bool inside_segments(const ConvT2dShape& s, const std::vector<Run>& runs, int64_
   return true;
 }
 
+bool stacked(const ConvT2dShape& s, bool nhwc, at::ScalarType t);
+template <typename T>
+void stacked_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const float* bias,
+                     const at::Tensor& y);
+
 // NCHW. B per tap: (Kp / kRows planes) x NB words, a word being a float or (bfloat16) a pair of channels of
 // the packed x (forward_b); A per tap: W[ci, co, kh, kw] as (co x Kp); the C tile (cog x NB) sums the taps.
 template <typename T>
@@ -953,6 +961,7 @@ void phase_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor&
   const int64_t nblocks = blocks.size();
   const std::vector<T> zeros(s.W_in, T(0.f));
   const float* bias = b.defined() ? b.const_data_ptr<float>() : nullptr;
+  if (stacked(s, false, x.scalar_type())) return stacked_forward<T>(s, x, w, bias, y);
   float* yp = y.mutable_data_ptr<float>();
   for (int64_t g = 0; g < s.groups; ++g) {
     // A: (kH, kW, cog, Kp), zero-padded along ci.
@@ -1020,13 +1029,10 @@ void phase_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor&
 }
 
 // Whether every column phase's taps read consecutive input columns (e = e_lo, e_lo + 1, ..., as they do
-// without column dilation), some phase has two or more of them, and the phases' rows are 16+ pixels long
-// (the stacked GEMMs run along one row: DCGAN 512 -> 256's rows of 8 pixels ran 5% slower than 64-pixel
-// blocks of the taps one by one).
+// without column dilation) and some phase has two or more of them: then stacked_forward applies.
 bool stacked_columns(const std::vector<PhaseDim>& ws) {
   bool some = false;
   for (const PhaseDim& pw : ws) {
-    if (pw.count < 16) return false;
     for (size_t i = 1; i < pw.e.size(); ++i)
       if (pw.e[i] != pw.e[i - 1] + 1) return false;
     some = some || pw.e.size() > 1;
@@ -1034,32 +1040,152 @@ bool stacked_columns(const std::vector<PhaseDim>& ws) {
   return some;
 }
 
-// channels_last float32, one group, column taps stacked: a column phase whose taps read input columns v - e,
-// e = e_lo..e_hi, reads for pixel v the window of columns [v - e_hi, v - e_lo]: NE whole pixels, NE * C_in
-// contiguous values of an NHWC row. So each row tap is one GEMM with K = NE * C_in whose A is the windows
-// (rows C_in apart, overlapping) and whose B stacks the NE taps' (C_in x C_out) weights, e descending:
-// instead of NE GEMMs with K = C_in, each adding its product to C, and no pixel is gathered. The windows
-// read a copy of x with zero columns on both sides (PL, PR); input rows outside the image are skipped.
-// (3x3 stride 1, 64 -> 64 channels: 6 of the 9 taps' blocks were gathered, as their windows crossed a row
-// end.)
-// Whether the channels_last float32 phase forward of s stacks its column taps (one group, stacked_columns).
-bool stacks_columns(const ConvT2dShape& s) {
-  return s.groups == 1 && stacked_columns(phase_dims(s.kW, s.sW, s.pW, s.dW, s.W_out));
+// Whether the phase forward of s (NCHW or channels_last images, float32 or bfloat16 operands) runs as
+// stacked_forward: one group, stacked_columns, and
+//   - bfloat16: an even C_in (B's rows in pairs). NCHW and channels_last, 3x3 stride 1 64 -> 64 NCHW
+//     0.74 -> 0.40 ms (one GEMM per row tap with K = 192 on the AMX tiles instead of three with K = 64);
+//   - float32: channels_last, with phase rows of 16+ pixels (DCGAN 512 -> 256's rows of 8 ran 5% slower than
+//     64-pixel blocks of the taps one by one).
+bool stacked(const ConvT2dShape& s, bool nhwc, at::ScalarType t) {
+  if (s.groups != 1) return false;
+  const auto ws = phase_dims(s.kW, s.sW, s.pW, s.dW, s.W_out);
+  if (!stacked_columns(ws)) return false;
+  if (t == at::kBFloat16) return s.C_in % 2 == 0;
+  return nhwc && std::all_of(ws.begin(), ws.end(), [](const PhaseDim& pw) { return pw.count >= 16; });
 }
 
-void stacked_nhwc_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const float* bias,
-                          float* yp, const std::vector<PhaseDim>& hs, const std::vector<PhaseDim>& ws,
-                          const std::vector<PhaseBlock>& blocks, int64_t NB) {
-  const int64_t C = s.C_in, cog = s.C_out, CB = 256, nblocks = blocks.size();
-  int64_t PL = 0, PR = 0;
+// x (NCHW or channels_last) as zero-padded NHWC images (N, Hp, Wp, C_in) of T, the image at rows
+// [PT, PT + H_in) and columns [PL, PL + W_in). NCHW x is transposed in registers (8 pixels x 8 float32 or
+// 16 bfloat16 channels at a time).
+template <typename T>
+at::Tensor padded_nhwc(const ConvT2dShape& s, const at::Tensor& x, bool nhwc, int64_t PT, int64_t Hp, int64_t PL,
+                       int64_t Wp) {
+  const int64_t C = s.C_in, H = s.H_in, W = s.W_in, HW = H * W;
+  auto out = scratch(Scratch::padded_x, s.N * Hp * Wp * C, x.options().memory_format(c10::MemoryFormat::Contiguous));
+  const T* src = x.const_data_ptr<T>();
+  T* dst = out.mutable_data_ptr<T>();
+  parallel_tasks(s.N * Hp, std::max<int64_t>(1, 16384 / (Wp * C)), [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t n = t / Hp, ih = t % Hp - PT;
+      T* d = dst + t * Wp * C;
+      if (ih < 0 || ih >= H) {
+        std::fill(d, d + Wp * C, T(0.f));
+        continue;
+      }
+      std::fill(d, d + PL * C, T(0.f));
+      std::fill(d + (PL + W) * C, d + Wp * C, T(0.f));
+      d += PL * C;
+      if (nhwc) {
+        std::memcpy(d, src + (n * H + ih) * W * C, W * C * sizeof(T));
+        continue;
+      }
+      const T* a = src + n * C * HW + ih * W;  // channel c's row at a + c * HW
+      int64_t W8 = 0, CV = 0;
+#if defined(__x86_64__)
+      if (isa_level() >= 1) {
+        constexpr int64_t cv = std::is_same_v<T, float> ? 8 : 16;  // channels per transposed block
+        W8 = W / 8 * 8, CV = C / cv * cv;
+        for (int64_t c0 = 0; c0 < CV; c0 += cv)
+          for (int64_t w0 = 0; w0 < W8; w0 += 8) {
+            if constexpr (std::is_same_v<T, float>) transpose8x8(a + c0 * HW + w0, HW, d + w0 * C + c0, C);
+            else transpose16x8(a + c0 * HW + w0, HW, d + w0 * C + c0, C);
+          }
+      }
+#endif
+      for (int64_t c = CV; c < C; ++c)
+        for (int64_t w = 0; w < W8; ++w) d[w * C + c] = a[c * HW + w];
+      for (int64_t w = W8; w < W; ++w)
+        for (int64_t c = 0; c < C; ++c) d[w * C + c] = a[c * HW + w];
+    }
+  });
+  return out;
+}
+
+#if defined(__x86_64__)
+// store_row's bfloat16 vectors: from i on, eight values at a time.
+__attribute__((target("avx2,fma"))) void store_row_bf16(const float* z, const float* bias, int64_t n, bf16* y,
+                                                        int64_t& i) {
+  for (; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_loadu_ps(z + i);
+    if (bias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + i));
+    store_bf16x8(v, y + i);
+  }
+}
+// Eight pixel rows (z + i * zs) of eight channels plus their bias (or none), transposed: channel j's eight
+// outputs to y + j * ys, float32 or rounded to bfloat16. With a second such tile zo (the odd column phase of
+// stride 2), its pixels interleave with z's: channel j's 16 outputs z0 zo0 z1 zo1 ... at y + j * ys.
+// Eight float32 values to d, as they are or rounded to bfloat16.
+__attribute__((target("avx2,fma"))) inline void store(__m256 v, float* d) { _mm256_storeu_ps(d, v); }
+__attribute__((target("avx2,fma"))) inline void store(__m256 v, bf16* d) { store_bf16x8(v, d); }
+
+template <typename Y>
+__attribute__((target("avx2,fma"))) void store_transposed_tile(const float* z, const float* zo, int64_t zs,
+                                                               const float* bias, Y* y, int64_t ys) {
+  __m256 r[8], o[8];
+  const __m256 add = bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps();
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_add_ps(_mm256_loadu_ps(z + i * zs), add);
+  transpose8x8_in_registers(r);
+  if (!zo) {
+    for (int j = 0; j < 8; ++j) store(r[j], y + j * ys);
+    return;
+  }
+  for (int i = 0; i < 8; ++i) o[i] = _mm256_add_ps(_mm256_loadu_ps(zo + i * zs), add);
+  transpose8x8_in_registers(o);
+  for (int j = 0; j < 8; ++j) {
+    const __m256 lo = _mm256_unpacklo_ps(r[j], o[j]), hi = _mm256_unpackhi_ps(r[j], o[j]);
+    store(_mm256_permute2f128_ps(lo, hi, 0x20), y + j * ys);
+    store(_mm256_permute2f128_ps(lo, hi, 0x31), y + j * ys + 8);
+  }
+}
+#endif
+
+// y[i] = z[i] + bias[i] (bias may be null) for i < n, rounded to bfloat16 where y is.
+template <typename Y>
+void store_row(const float* z, const float* bias, int64_t n, Y* y) {
+  int64_t i = 0;
+#if defined(__x86_64__)
+  if constexpr (std::is_same_v<Y, bf16>) {
+    if (isa_level() >= 1) store_row_bf16(z, bias, n, y, i);
+  }
+#endif
+  for (; i < n; ++i) y[i] = Y(z[i] + (bias ? bias[i] : 0.f));
+}
+
+// The forward with stacked column taps (stacked()), NCHW or channels_last x and y, float32 or bfloat16
+// operands, y float32 or (with bfloat16 operands) bfloat16. A column phase whose taps read input columns
+// v - e, e = e_lo..e_hi, reads for pixel v the window of columns [v - e_hi, v - e_lo]: NE whole pixels,
+// NE * C_in contiguous values of an NHWC row. So each row tap is one GEMM with K = NE * C_in whose A is the
+// windows (rows C_in apart, overlapping) and whose B stacks the NE taps' (C_in x C_out) weights, e
+// descending: instead of NE GEMMs with K = C_in, each adding its product to C, and no pixel is gathered.
+// A is read from a zero-padded NHWC copy of x (padded_nhwc) whose rows are Wp pixels, so pixel (q, v) of a
+// phase is row q * Wp + v of the GEMMs' A. Blocks are NB consecutive such rows. float32 runs one GEMM per
+// phase row of a block; bfloat16 (AMX: the tile calls cost more than the few extra rows) one GEMM per block
+// for all its rows, the Wp - count pixels between two phase rows computed and dropped. The C tile (pixels x
+// C_out) is stored with the bias as rows (channels_last y) or transposed in 8 x 8 blocks (NCHW).
+// (3x3 stride 1, 64 -> 64 channels, channels_last float32: 6 of the 9 taps' blocks of the per-tap GEMMs were
+// gathered, as their windows crossed a row end; bfloat16 NCHW 0.74 -> 0.50 ms.)
+template <typename T, typename Y>
+void stacked_forward_into(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const float* bias,
+                          const at::Tensor& y) {
+  const bool nhwc_in = !x.is_contiguous(), nhwc_out = !y.is_contiguous(), per_row = kRows<T> == 1;
+  const int64_t C = s.C_in, cog = s.C_out, CB = 256, plane = s.H_out * s.W_out;
+  const int64_t NB = kRows<T> == 2 ? 128 : 64;
+  const auto hs = phase_dims(s.kH, s.sH, s.pH, s.dH, s.H_out), ws = phase_dims(s.kW, s.sW, s.pW, s.dW, s.W_out);
+  int64_t PT = 0, PB = 0, PL = 0, PR = 0, widest = 0;
+  for (const PhaseDim& ph : hs) {
+    if (ph.e.empty()) continue;  // a phase no tap reaches: bias only
+    PT = std::max(PT, ph.e.back() - ph.first);
+    PB = std::max(PB, ph.first + ph.count - 1 - ph.e.front() - (s.H_in - 1));
+  }
   for (const PhaseDim& pw : ws) {
-    if (pw.e.empty()) continue;  // a phase no tap reaches: bias only
+    widest = std::max(widest, pw.count);
+    if (pw.e.empty()) continue;
     PL = std::max(PL, pw.e.back() - pw.first);
     PR = std::max(PR, pw.first + pw.count - 1 - pw.e.front() - (s.W_in - 1));
   }
-  const int64_t Wp = PL + s.W_in + PR;
-  const auto xpad = nhwc_padded_copy(s, x, PL, PR);
-  const float* xq = xpad.const_data_ptr<float>();
+  const int64_t Wp = std::max(PL + s.W_in + PR, widest), Hp = PT + s.H_in + PB;
+  const auto xq = padded_nhwc<T>(s, x, nhwc_in, PT, Hp, PL, Wp);
+  const T* xp = xq.template const_data_ptr<T>();
   // B of (kh, column phase): rows (e_hi - e) * C + ci = W[ci, :, kh, k(e)].
   std::vector<at::Tensor> bs(s.kH * ws.size());
   for (int64_t kh = 0; kh < s.kH; ++kh)
@@ -1067,36 +1193,112 @@ void stacked_nhwc_forward(const ConvT2dShape& s, const at::Tensor& x, const at::
       if (ws[b].k.empty()) continue;
       std::vector<at::Tensor> taps;
       for (size_t i = ws[b].k.size(); i-- > 0;) taps.push_back(w.select(3, ws[b].k[i]).select(2, kh));
-      bs[kh * ws.size() + b] = at::cat(taps, 0).contiguous();
+      bs[kh * ws.size() + b] = as_b<T>(at::cat(taps, 0));
     }
+  // Blocks: rows [q0, q1) of a row phase and their pixels [v0, v1), for every column phase (so that y's rows
+  // can be stored whole): R rows of up to NB pixels in all, or segments of NB pixels of one row.
+  struct Block {
+    int64_t h, q0, q1, v0, v1;
+  };
+  const int64_t seg = std::min(widest, NB), R = widest >= NB ? 1 : (NB - widest) / Wp + 1, cap = (R - 1) * Wp + seg;
+  std::vector<Block> blocks;
+  for (int64_t a = 0; a < int64_t(hs.size()); ++a) {
+    const int64_t nr = ceil_div(hs[a].count, R), rows = ceil_div(hs[a].count, nr);
+    for (int64_t q0 = 0; q0 < hs[a].count; q0 += rows)
+      for (int64_t v0 = 0; v0 < widest; v0 += seg)
+        blocks.push_back({a, q0, std::min(hs[a].count, q0 + rows), v0, std::min(widest, v0 + seg)});
+  }
+  const int64_t nblocks = blocks.size(), phases = ws.size();
+  // A pair of column phases whose outputs interleave (stride 2: pixel j of `even` at ow, of `odd` at ow + 1).
+  int64_t even = -1, odd = -1;
+  if (s.sW == 2 && phases == 2) {
+    const int64_t o0 = 2 * ws[0].first + ws[0].r, o1 = 2 * ws[1].first + ws[1].r;
+    if (o1 == o0 + 1) even = 0, odd = 1;
+    if (o0 == o1 + 1) even = 1, odd = 0;
+  }
+  Y* yp = y.mutable_data_ptr<Y>();
   parallel_tasks(s.N * nblocks, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<float> c(NB * cog);
-    std::vector<Run> runs;
+    std::vector<float> cs(phases * cap * cog);  // column phase b's C tile at b * cap * cog
     for (int64_t t = t0; t < t1; ++t) {
-      const auto [n, nb, ph, pw] = phase_task(hs, ws, blocks, NB, t, runs);
-      const int64_t b = &pw - ws.data(), NE = pw.e.size(), e_hi = NE > 0 ? pw.e.back() : 0;
-      std::fill(c.begin(), c.begin() + nb * cog, 0.f);
-      for (size_t th = 0; NE > 0 && th < ph.k.size(); ++th) {
-        const float* bp = bs[ph.k[th] * ws.size() + b].const_data_ptr<float>();
-        for (const Run& u : runs) {
-          const int64_t ih = u.ih - ph.e[th];
-          if (ih < 0 || ih >= s.H_in) continue;
-          const float* a = xq + ((n * s.H_in + ih) * Wp + u.iw0 - e_hi + PL) * C;
-          for (int64_t c0 = 0; c0 < cog; c0 += CB)
-            kernel(u.iw1 - u.iw0, std::min(CB, cog - c0), NE * C, C, cog, cog, true, a, bp + c0,
-                   c.data() + u.j * cog + c0);
+      const int64_t n = t / nblocks;
+      const Block& blk = blocks[t % nblocks];
+      const PhaseDim& ph = hs[blk.h];
+      for (int64_t b = 0; b < phases; ++b) {
+        const PhaseDim& pw = ws[b];
+        const int64_t NE = pw.e.size(), e_hi = NE > 0 ? pw.e.back() : 0, v1 = std::min(pw.count, blk.v1);
+        float* c = cs.data() + b * cap * cog;  // pixel (q, v) at row (q - q0) * Wp + v - v0
+        const int64_t taps = NE > 0 && v1 > blk.v0 ? ph.k.size() : 0;
+        for (int64_t th = 0; th < taps; ++th) {
+          const T* bp = bs[ph.k[th] * phases + b].template const_data_ptr<T>();
+          // A row (q - q0) * Wp + v - v0: the window of phase pixel (ph.first + q, pw.first + v) for this tap.
+          const T* a = xp + ((n * Hp + ph.first + blk.q0 - ph.e[th] + PT) * Wp + pw.first + blk.v0 - e_hi + PL) * C;
+          for (int64_t c0 = 0; c0 < cog; c0 += CB) {
+            const int64_t nc = std::min(CB, cog - c0);
+            if (per_row) {
+              for (int64_t q = 0; q < blk.q1 - blk.q0; ++q)
+                kernel(v1 - blk.v0, nc, NE * C, C, cog, cog, th > 0, a + q * Wp * C, bp + c0 * kRows<T>,
+                       c + q * Wp * cog + c0);
+            } else {
+              kernel((blk.q1 - blk.q0 - 1) * Wp + v1 - blk.v0, nc, NE * C, C, cog, cog, th > 0, a,
+                     bp + c0 * kRows<T>, c + c0);
+            }
+          }
         }
+        if (taps == 0) std::fill(c, c + cap * cog, 0.f);  // bias only
       }
-      for (const Run& u : runs) {
-        const int64_t oh = s.sH * u.ih + ph.r - s.pH;
-        for (int64_t v = u.iw0; v < u.iw1; ++v) {
-          float* yo = yp + ((n * s.H_out + oh) * s.W_out + s.sW * v + pw.r - s.pW) * cog;
-          const float* z = c.data() + (u.j + v - u.iw0) * cog;
-          for (int64_t co = 0; co < cog; ++co) yo[co] = z[co] + (bias ? bias[co] : 0.f);
+      for (int64_t q = blk.q0; q < blk.q1; ++q) {
+        const int64_t oh = s.sH * (ph.first + q) + ph.r - s.pH;
+        const int64_t row = (q - blk.q0) * Wp * cog;  // the row's pixels in each C tile
+        if (nhwc_out) {
+          for (int64_t b = 0; b < phases; ++b) {
+            const PhaseDim& pw = ws[b];
+            const float* z = cs.data() + b * cap * cog + row;
+            Y* yo = yp + ((n * s.H_out + oh) * s.W_out + s.sW * (pw.first + blk.v0) + pw.r - s.pW) * cog;
+            for (int64_t v = 0; v < std::min(pw.count, blk.v1) - blk.v0; ++v)
+              store_row(z + v * cog, bias, cog, yo + v * s.sW * cog);
+          }
+          continue;
+        }
+        Y* yrow = yp + n * s.C_out * plane + oh * s.W_out;  // channel co's row at yrow + co * plane
+        int64_t C8 = 0, V8 = 0;
+#if defined(__x86_64__)
+        if (isa_level() >= 1 && (s.sW == 1 || even >= 0)) {
+          // 8 channels x 8 pixels of a phase (two interleaved phases: 16 outputs) at a time.
+          const PhaseDim& pe = ws[even >= 0 ? even : 0];
+          const int64_t count = even >= 0 ? std::min(ws[even].count, ws[odd].count) : pe.count;
+          C8 = cog / 8 * 8, V8 = std::max<int64_t>(0, std::min(count, blk.v1) - blk.v0) / 8 * 8;
+          Y* y0 = yrow + s.sW * (pe.first + blk.v0) + pe.r - s.pW;
+          const float* ze = cs.data() + (even >= 0 ? even : 0) * cap * cog + row;
+          const float* zo = even >= 0 ? cs.data() + odd * cap * cog + row : nullptr;
+          for (int64_t c0 = 0; c0 < C8; c0 += 8)
+            for (int64_t v = 0; v < V8; v += 8)
+              store_transposed_tile(ze + v * cog + c0, zo ? zo + v * cog + c0 : nullptr, cog,
+                                    bias ? bias + c0 : nullptr, y0 + c0 * plane + s.sW * v, plane);
+        }
+#endif
+        // The rest one value at a time.
+        for (int64_t b = 0; b < phases; ++b) {
+          const PhaseDim& pw = ws[b];
+          const float* z = cs.data() + b * cap * cog + row;
+          Y* yo = yrow + s.sW * (pw.first + blk.v0) + pw.r - s.pW;
+          const int64_t nv = std::min(pw.count, blk.v1) - blk.v0;
+          for (int64_t co = 0; co < cog; ++co) {
+            const float add = bias ? bias[co] : 0.f;
+            for (int64_t v = co < C8 ? V8 : 0; v < nv; ++v) yo[co * plane + v * s.sW] = Y(z[v * cog + co] + add);
+          }
         }
       }
     }
   });
+}
+
+template <typename T>
+void stacked_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const float* bias,
+                     const at::Tensor& y) {
+  if constexpr (std::is_same_v<T, bf16>) {
+    if (y.scalar_type() == at::kBFloat16) return stacked_forward_into<bf16, bf16>(s, x, w, bias, y);
+  }
+  stacked_forward_into<T, float>(s, x, w, bias, y);
 }
 
 // channels_last. A per tap: NB pixels x Kp channels of x shifted (rows copied, zero outside the image and
@@ -1112,10 +1314,8 @@ void phase_nhwc_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Te
   const int64_t nblocks = blocks.size();
   const T* xp = x.const_data_ptr<T>();
   const float* bias = b.defined() ? b.const_data_ptr<float>() : nullptr;
+  if (stacked(s, true, x.scalar_type())) return stacked_forward<T>(s, x, w, bias, y);
   float* yp = y.mutable_data_ptr<float>();
-  if constexpr (std::is_same_v<T, float>) {
-    if (stacks_columns(s)) return stacked_nhwc_forward(s, x, w, bias, yp, hs, ws, blocks, NB);
-  }
   for (int64_t g = 0; g < s.groups; ++g) {
     std::vector<at::Tensor> bs(kk);  // tap's B: (cig x cog), row-major or pairs of rows
     const auto wg = w.narrow(0, g * cig, cig);
@@ -1205,11 +1405,11 @@ bool grad_input_by_phase(const ConvT2dShape& s, bool nhwc, at::ScalarType t) {
   if (s.sH != 1 || s.sW != 1) return false;
   const int forced = forced_formulation();
   if (forced >= 0) return forced == 1;
-  // channels_last float32 whose flipped taps stack (stacked_nhwc_forward: one group, no column dilation,
+  // channels_last float32 whose flipped taps stack (stacked_forward: one group, no column dilation,
   // rows of 16+): 0-15% faster than the im2col grad_input on 3x3 and 5x5, 32-256 channels.
   const ConvT2dShape f = grad_input_as_forward(s);
-  if (nhwc && t == at::kFloat && stacks_columns(f)) return true;
-  return !nhwc && t == at::kBFloat16 && forward_by_phase(f, nhwc);
+  if (nhwc && t == at::kFloat && stacked(f, true, t)) return true;
+  return !nhwc && t == at::kBFloat16 && forward_by_phase(f, nhwc, t);
 }
 
 }  // namespace
@@ -1218,18 +1418,29 @@ bool grad_input_by_phase(const ConvT2dShape& s, bool nhwc, at::ScalarType t) {
 // stores y once) or the scatter (tiled_forward: C_out values per input pixel and tap added into y). The
 // gathers cost more than the scatter when C_in exceeds C_out (NCHW) or 2 C_out (channels_last, whose
 // gathers are contiguous channel runs), measured on the bench's and other shapes (float32 and bfloat16).
+// bfloat16 whose column taps stack (stacked()) always runs by phase: the stacked forward gathers nothing
+// (NCHW DCGAN 128->64 4.4 -> 2.2 ms, 512->256 11.0 -> 8.3; channels_last about even).
 // DECONV_EXT_CPU_GEMM_FORWARD=auto|phase|scatter forces one (tests, diagnosis).
-bool forward_by_phase(const ConvT2dShape& s, bool nhwc) {
+bool forward_by_phase(const ConvT2dShape& s, bool nhwc, at::ScalarType t) {
   const int forced = forced_formulation();
   if (forced >= 0) return forced == 1;
+  if (t == at::kBFloat16 && stacked(s, nhwc, t)) return true;
   const int64_t cig = s.cin_per_group(), cog = s.cout_per_group();
   return nhwc ? 2 * cog >= cig : cog >= cig;
+}
+
+bool gemm_forward_writes_bf16(const ConvT2dShape& s, bool nhwc) {
+  return use_tiles(at::kBFloat16) && forward_by_phase(s, nhwc, at::kBFloat16) && stacked(s, nhwc, at::kBFloat16);
+}
+bool gemm_grad_input_writes_bf16(const ConvT2dShape& s, bool nhwc) {
+  return use_tiles(at::kBFloat16) && grad_input_by_phase(s, nhwc, at::kBFloat16) &&
+         stacked(grad_input_as_forward(s), nhwc, at::kBFloat16);
 }
 
 void tiled_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
                    const at::Tensor& y) {
   begin_op();
-  if (forward_by_phase(s, false)) {
+  if (forward_by_phase(s, false, x.scalar_type())) {
     if (x.scalar_type() == at::kBFloat16) return phase_forward<bf16>(s, x, w, b, y);
     return phase_forward<float>(s, x, w, b, y);
   }
@@ -1255,7 +1466,7 @@ void tiled_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Te
 void tiled_nhwc_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
                         const at::Tensor& y) {
   begin_op();
-  if (forward_by_phase(s, true)) {
+  if (forward_by_phase(s, true, x.scalar_type())) {
     if (x.scalar_type() == at::kBFloat16) return phase_nhwc_forward<bf16>(s, x, w, b, y);
     return phase_nhwc_forward<float>(s, x, w, b, y);
   }
