@@ -244,6 +244,10 @@ PHASE_CASES = BF16_CASES + [
     Case("stacked_k6s3", 1, 10, 9, 4, 18, 6, 3, 2, 1),                  # stride 3: stored one value at a time
     Case("stacked_k4s2_odd", 2, 12, 16, 5, 19, 4, 2, 1, 1),             # interleaved phases of unequal counts
     Case("stacked_odd_cin", 1, 15, 8, 4, 20, 3, 1, 1),                  # bfloat16: not stacked (pairs of rows)
+    # column dilation: the taps of a phase read columns g = dW / gcd(sW, dW) apart, stacked from a copy of x
+    # whose columns are split into g classes; y's columns come in g groups
+    Case("stacked_dilated", 2, 10, 12, 5, 37, 3, 1, 2, dilation=2),
+    Case("stacked_dilated_s2", 1, 8, 9, 4, 40, 3, 2, 2, 1, dilation=3),
 ]
 
 

@@ -37,6 +37,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <numeric>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -1028,74 +1029,73 @@ void phase_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor&
   }
 }
 
-// Whether every column phase's taps read consecutive input columns (e = e_lo, e_lo + 1, ..., as they do
-// without column dilation) and some phase has two or more of them: then stacked_forward applies.
-bool stacked_columns(const std::vector<PhaseDim>& ws) {
-  bool some = false;
-  for (const PhaseDim& pw : ws) {
-    for (size_t i = 1; i < pw.e.size(); ++i)
-      if (pw.e[i] != pw.e[i - 1] + 1) return false;
-    some = some || pw.e.size() > 1;
-  }
-  return some;
-}
+// The step between the input columns that a column phase's taps read: g = dW / gcd(sW, dW) (1 without
+// column dilation). Columns g apart are neighbours in a class of padded_nhwc's copy.
+int64_t column_step(const ConvT2dShape& s) { return s.dW / std::gcd(s.sW, s.dW); }
 
 // Whether the phase forward of s (NCHW or channels_last images, float32 or bfloat16 operands) runs as
-// stacked_forward: one group, stacked_columns, and
+// stacked_forward: one group, some column phase with two or more taps, and
 //   - bfloat16: an even C_in (B's rows in pairs). NCHW and channels_last, 3x3 stride 1 64 -> 64 NCHW
-//     0.74 -> 0.40 ms (one GEMM per row tap with K = 192 on the AMX tiles instead of three with K = 64);
-//   - float32: channels_last, with phase rows of 16+ pixels (DCGAN 512 -> 256's rows of 8 ran 5% slower than
-//     64-pixel blocks of the taps one by one).
+//     0.74 -> 0.33 ms (one GEMM per row tap with K = 192 on the AMX tiles instead of three with K = 64);
+//   - float32: channels_last, with 16+ pixels in every column group (DCGAN 512 -> 256's rows of 8 ran 5%
+//     slower than 64-pixel blocks of the taps one by one).
 bool stacked(const ConvT2dShape& s, bool nhwc, at::ScalarType t) {
   if (s.groups != 1) return false;
   const auto ws = phase_dims(s.kW, s.sW, s.pW, s.dW, s.W_out);
-  if (!stacked_columns(ws)) return false;
+  if (std::none_of(ws.begin(), ws.end(), [](const PhaseDim& pw) { return pw.e.size() > 1; })) return false;
   if (t == at::kBFloat16) return s.C_in % 2 == 0;
-  return nhwc && std::all_of(ws.begin(), ws.end(), [](const PhaseDim& pw) { return pw.count >= 16; });
+  const int64_t g = column_step(s);
+  return nhwc && std::all_of(ws.begin(), ws.end(), [&](const PhaseDim& pw) { return pw.count / g >= 16; });
 }
 
-// x (NCHW or channels_last) as zero-padded NHWC images (N, Hp, Wp, C_in) of T, the image at rows
-// [PT, PT + H_in) and columns [PL, PL + W_in). NCHW x is transposed in registers (8 pixels x 8 float32 or
-// 16 bfloat16 channels at a time).
+// x (NCHW or channels_last) as zero-padded NHWC images of T: rows of Wp pixels, the image at rows
+// [PT, PT + H_in) and columns [PL, PL + W_in). With g > 1 each row's columns are split into g classes by
+// column % g (column c at index c / g of class c % g; rows of Wq = ceil(Wp / g) pixels): (N, g, Hp, Wq, C_in),
+// so that columns g apart are neighbours. NCHW x is transposed in registers (8 pixels x 8 float32 or 16
+// bfloat16 channels at a time).
 template <typename T>
 at::Tensor padded_nhwc(const ConvT2dShape& s, const at::Tensor& x, bool nhwc, int64_t PT, int64_t Hp, int64_t PL,
-                       int64_t Wp) {
-  const int64_t C = s.C_in, H = s.H_in, W = s.W_in, HW = H * W;
-  auto out = scratch(Scratch::padded_x, s.N * Hp * Wp * C, x.options().memory_format(c10::MemoryFormat::Contiguous));
+                       int64_t Wp, int64_t g) {
+  const int64_t C = s.C_in, H = s.H_in, W = s.W_in, HW = H * W, Wq = ceil_div(Wp, g);
+  auto out = scratch(Scratch::padded_x, s.N * g * Hp * Wq * C, x.options().memory_format(c10::MemoryFormat::Contiguous));
   const T* src = x.const_data_ptr<T>();
   T* dst = out.mutable_data_ptr<T>();
   parallel_tasks(s.N * Hp, std::max<int64_t>(1, 16384 / (Wp * C)), [&](int64_t t0, int64_t t1) {
+    std::vector<T> row(g > 1 ? Wq * g * C : 0);  // a padded row, then split into the classes
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t n = t / Hp, ih = t % Hp - PT;
-      T* d = dst + t * Wp * C;
+      T* d = g > 1 ? row.data() : dst + t * Wp * C;
       if (ih < 0 || ih >= H) {
-        std::fill(d, d + Wp * C, T(0.f));
-        continue;
-      }
-      std::fill(d, d + PL * C, T(0.f));
-      std::fill(d + (PL + W) * C, d + Wp * C, T(0.f));
-      d += PL * C;
-      if (nhwc) {
-        std::memcpy(d, src + (n * H + ih) * W * C, W * C * sizeof(T));
-        continue;
-      }
-      const T* a = src + n * C * HW + ih * W;  // channel c's row at a + c * HW
-      int64_t W8 = 0, CV = 0;
+        std::fill(d, d + Wq * g * C, T(0.f));
+      } else {
+        std::fill(d, d + PL * C, T(0.f));
+        std::fill(d + (PL + W) * C, d + Wq * g * C, T(0.f));
+        T* e = d + PL * C;
+        if (nhwc) {
+          std::memcpy(e, src + (n * H + ih) * W * C, W * C * sizeof(T));
+        } else {
+          const T* a = src + n * C * HW + ih * W;  // channel c's row at a + c * HW
+          int64_t W8 = 0, CV = 0;
 #if defined(__x86_64__)
-      if (isa_level() >= 1) {
-        constexpr int64_t cv = std::is_same_v<T, float> ? 8 : 16;  // channels per transposed block
-        W8 = W / 8 * 8, CV = C / cv * cv;
-        for (int64_t c0 = 0; c0 < CV; c0 += cv)
-          for (int64_t w0 = 0; w0 < W8; w0 += 8) {
-            if constexpr (std::is_same_v<T, float>) transpose8x8(a + c0 * HW + w0, HW, d + w0 * C + c0, C);
-            else transpose16x8(a + c0 * HW + w0, HW, d + w0 * C + c0, C);
+          if (isa_level() >= 1) {
+            constexpr int64_t cv = std::is_same_v<T, float> ? 8 : 16;  // channels per transposed block
+            W8 = W / 8 * 8, CV = C / cv * cv;
+            for (int64_t c0 = 0; c0 < CV; c0 += cv)
+              for (int64_t w0 = 0; w0 < W8; w0 += 8) {
+                if constexpr (std::is_same_v<T, float>) transpose8x8(a + c0 * HW + w0, HW, e + w0 * C + c0, C);
+                else transpose16x8(a + c0 * HW + w0, HW, e + w0 * C + c0, C);
+              }
           }
-      }
 #endif
-      for (int64_t c = CV; c < C; ++c)
-        for (int64_t w = 0; w < W8; ++w) d[w * C + c] = a[c * HW + w];
-      for (int64_t w = W8; w < W; ++w)
-        for (int64_t c = 0; c < C; ++c) d[w * C + c] = a[c * HW + w];
+          for (int64_t c = CV; c < C; ++c)
+            for (int64_t w = 0; w < W8; ++w) e[w * C + c] = a[c * HW + w];
+          for (int64_t w = W8; w < W; ++w)
+            for (int64_t c = 0; c < C; ++c) e[w * C + c] = a[c * HW + w];
+        }
+      }
+      if (g > 1)
+        for (int64_t c = 0; c < Wq * g; ++c)
+          std::memcpy(dst + (((n * g + c % g) * Hp + t % Hp) * Wq + c / g) * C, d + c * C, C * sizeof(T));
     }
   });
   return out;
@@ -1171,6 +1171,7 @@ void stacked_forward_into(const ConvT2dShape& s, const at::Tensor& x, const at::
   const int64_t C = s.C_in, cog = s.C_out, CB = 256, plane = s.H_out * s.W_out;
   const int64_t NB = kRows<T> == 2 ? 128 : 64;
   const auto hs = phase_dims(s.kH, s.sH, s.pH, s.dH, s.H_out), ws = phase_dims(s.kW, s.sW, s.pW, s.dW, s.W_out);
+  const int64_t g = column_step(s);
   int64_t PT = 0, PB = 0, PL = 0, PR = 0, widest = 0;
   for (const PhaseDim& ph : hs) {
     if (ph.e.empty()) continue;  // a phase no tap reaches: bias only
@@ -1183,10 +1184,10 @@ void stacked_forward_into(const ConvT2dShape& s, const at::Tensor& x, const at::
     PL = std::max(PL, pw.e.back() - pw.first);
     PR = std::max(PR, pw.first + pw.count - 1 - pw.e.front() - (s.W_in - 1));
   }
-  const int64_t Wp = std::max(PL + s.W_in + PR, widest), Hp = PT + s.H_in + PB;
-  const auto xq = padded_nhwc<T>(s, x, nhwc_in, PT, Hp, PL, Wp);
+  const int64_t Wp = std::max(PL + s.W_in + PR, widest), Hp = PT + s.H_in + PB, Wq = ceil_div(Wp, g);
+  const auto xq = padded_nhwc<T>(s, x, nhwc_in, PT, Hp, PL, Wp, g);
   const T* xp = xq.template const_data_ptr<T>();
-  // B of (kh, column phase): rows (e_hi - e) * C + ci = W[ci, :, kh, k(e)].
+  // B of (kh, column phase): rows ((e_hi - e) / g) * C + ci = W[ci, :, kh, k(e)].
   std::vector<at::Tensor> bs(s.kH * ws.size());
   for (int64_t kh = 0; kh < s.kH; ++kh)
     for (size_t b = 0; b < ws.size(); ++b) {
@@ -1195,51 +1196,71 @@ void stacked_forward_into(const ConvT2dShape& s, const at::Tensor& x, const at::
       for (size_t i = ws[b].k.size(); i-- > 0;) taps.push_back(w.select(3, ws[b].k[i]).select(2, kh));
       bs[kh * ws.size() + b] = as_b<T>(at::cat(taps, 0));
     }
-  // Blocks: rows [q0, q1) of a row phase and their pixels [v0, v1), for every column phase (so that y's rows
-  // can be stored whole): R rows of up to NB pixels in all, or segments of NB pixels of one row.
-  struct Block {
-    int64_t h, q0, q1, v0, v1;
+  // Column groups: the pixels v = sigma + g u of a column phase (u = 0, 1, ...), whose windows start at
+  // padded column c = first + sigma - e_hi + PL + g u: index c / g + u of class c % g.
+  struct Group {
+    int64_t b, count, cls, index, ow0, step;  // phase, pixels, class, pixel 0's window, its y column, y step
   };
-  const int64_t seg = std::min(widest, NB), R = widest >= NB ? 1 : (NB - widest) / Wp + 1, cap = (R - 1) * Wp + seg;
+  std::vector<Group> groups;
+  int64_t longest = 0;
+  for (int64_t b = 0; b < int64_t(ws.size()); ++b) {
+    const PhaseDim& pw = ws[b];
+    const int64_t e_hi = pw.e.empty() ? 0 : pw.e.back();
+    for (int64_t sigma = 0; sigma < std::min(g, pw.count); ++sigma) {
+      const int64_t c = std::max<int64_t>(0, pw.first + sigma - e_hi + PL);  // (c >= 0 unless no taps)
+      groups.push_back({b, ceil_div(pw.count - sigma, g), c % g, c / g, s.sW * (pw.first + sigma) + pw.r - s.pW,
+                        s.sW * g});
+      longest = std::max(longest, groups.back().count);
+    }
+  }
+  // Blocks: rows [q0, q1) of a row phase and their pixels [u0, u1), for every column group (so that y's rows
+  // can be stored whole): R rows of up to NB pixels in all, or segments of NB pixels of one row. The pixel
+  // (q, u) of a group is row (q - q0) * Wq + u - u0 of its C tile.
+  struct Block {
+    int64_t h, q0, q1, u0, u1;
+  };
+  const int64_t seg = std::min(longest, NB), R = longest >= NB ? 1 : (NB - longest) / Wq + 1, cap = (R - 1) * Wq + seg;
   std::vector<Block> blocks;
   for (int64_t a = 0; a < int64_t(hs.size()); ++a) {
     const int64_t nr = ceil_div(hs[a].count, R), rows = ceil_div(hs[a].count, nr);
     for (int64_t q0 = 0; q0 < hs[a].count; q0 += rows)
-      for (int64_t v0 = 0; v0 < widest; v0 += seg)
-        blocks.push_back({a, q0, std::min(hs[a].count, q0 + rows), v0, std::min(widest, v0 + seg)});
+      for (int64_t u0 = 0; u0 < longest; u0 += seg)
+        blocks.push_back({a, q0, std::min(hs[a].count, q0 + rows), u0, std::min(longest, u0 + seg)});
   }
-  const int64_t nblocks = blocks.size(), phases = ws.size();
-  // A pair of column phases whose outputs interleave (stride 2: pixel j of `even` at ow, of `odd` at ow + 1).
+  const int64_t nblocks = blocks.size(), ngroups = groups.size();
+  // NCHW y in vectors: one group of step 1, or two of step 2 whose outputs interleave (pixel u of `even`
+  // at y column ow, of `odd` at ow + 1).
   int64_t even = -1, odd = -1;
-  if (s.sW == 2 && phases == 2) {
-    const int64_t o0 = 2 * ws[0].first + ws[0].r, o1 = 2 * ws[1].first + ws[1].r;
-    if (o1 == o0 + 1) even = 0, odd = 1;
-    if (o0 == o1 + 1) even = 1, odd = 0;
+  if (ngroups == 1 && groups[0].step == 1) even = 0;
+  if (ngroups == 2 && groups[0].step == 2 && groups[1].step == 2) {
+    if (groups[1].ow0 == groups[0].ow0 + 1) even = 0, odd = 1;
+    if (groups[0].ow0 == groups[1].ow0 + 1) even = 1, odd = 0;
   }
   Y* yp = y.mutable_data_ptr<Y>();
   parallel_tasks(s.N * nblocks, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<float> cs(phases * cap * cog);  // column phase b's C tile at b * cap * cog
+    std::vector<float> cs(ngroups * cap * cog);  // group i's C tile at i * cap * cog
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t n = t / nblocks;
       const Block& blk = blocks[t % nblocks];
       const PhaseDim& ph = hs[blk.h];
-      for (int64_t b = 0; b < phases; ++b) {
-        const PhaseDim& pw = ws[b];
-        const int64_t NE = pw.e.size(), e_hi = NE > 0 ? pw.e.back() : 0, v1 = std::min(pw.count, blk.v1);
-        float* c = cs.data() + b * cap * cog;  // pixel (q, v) at row (q - q0) * Wp + v - v0
-        const int64_t taps = NE > 0 && v1 > blk.v0 ? ph.k.size() : 0;
+      for (int64_t i = 0; i < ngroups; ++i) {
+        const Group& gr = groups[i];
+        const PhaseDim& pw = ws[gr.b];
+        const int64_t NE = pw.e.size(), u1 = std::min(gr.count, blk.u1);
+        float* c = cs.data() + i * cap * cog;
+        const int64_t taps = NE > 0 && u1 > blk.u0 ? ph.k.size() : 0;
         for (int64_t th = 0; th < taps; ++th) {
-          const T* bp = bs[ph.k[th] * phases + b].template const_data_ptr<T>();
-          // A row (q - q0) * Wp + v - v0: the window of phase pixel (ph.first + q, pw.first + v) for this tap.
-          const T* a = xp + ((n * Hp + ph.first + blk.q0 - ph.e[th] + PT) * Wp + pw.first + blk.v0 - e_hi + PL) * C;
+          const T* bp = bs[ph.k[th] * ws.size() + gr.b].template const_data_ptr<T>();
+          // A row (q - q0) * Wq + u - u0: the window of the group's pixel (q, u) for this row tap.
+          const T* a = xp + (((n * g + gr.cls) * Hp + ph.first + blk.q0 - ph.e[th] + PT) * Wq + gr.index + blk.u0) * C;
           for (int64_t c0 = 0; c0 < cog; c0 += CB) {
             const int64_t nc = std::min(CB, cog - c0);
             if (per_row) {
               for (int64_t q = 0; q < blk.q1 - blk.q0; ++q)
-                kernel(v1 - blk.v0, nc, NE * C, C, cog, cog, th > 0, a + q * Wp * C, bp + c0 * kRows<T>,
-                       c + q * Wp * cog + c0);
+                kernel(u1 - blk.u0, nc, NE * C, C, cog, cog, th > 0, a + q * Wq * C, bp + c0 * kRows<T>,
+                       c + q * Wq * cog + c0);
             } else {
-              kernel((blk.q1 - blk.q0 - 1) * Wp + v1 - blk.v0, nc, NE * C, C, cog, cog, th > 0, a,
+              kernel((blk.q1 - blk.q0 - 1) * Wq + u1 - blk.u0, nc, NE * C, C, cog, cog, th > 0, a,
                      bp + c0 * kRows<T>, c + c0);
             }
           }
@@ -1248,43 +1269,43 @@ void stacked_forward_into(const ConvT2dShape& s, const at::Tensor& x, const at::
       }
       for (int64_t q = blk.q0; q < blk.q1; ++q) {
         const int64_t oh = s.sH * (ph.first + q) + ph.r - s.pH;
-        const int64_t row = (q - blk.q0) * Wp * cog;  // the row's pixels in each C tile
+        const int64_t row = (q - blk.q0) * Wq * cog;  // the row's pixels in each C tile
         if (nhwc_out) {
-          for (int64_t b = 0; b < phases; ++b) {
-            const PhaseDim& pw = ws[b];
-            const float* z = cs.data() + b * cap * cog + row;
-            Y* yo = yp + ((n * s.H_out + oh) * s.W_out + s.sW * (pw.first + blk.v0) + pw.r - s.pW) * cog;
-            for (int64_t v = 0; v < std::min(pw.count, blk.v1) - blk.v0; ++v)
-              store_row(z + v * cog, bias, cog, yo + v * s.sW * cog);
+          for (int64_t i = 0; i < ngroups; ++i) {
+            const Group& gr = groups[i];
+            const float* z = cs.data() + i * cap * cog + row;
+            Y* yo = yp + ((n * s.H_out + oh) * s.W_out + gr.ow0 + gr.step * blk.u0) * cog;
+            for (int64_t u = 0; u < std::min(gr.count, blk.u1) - blk.u0; ++u)
+              store_row(z + u * cog, bias, cog, yo + u * gr.step * cog);
           }
           continue;
         }
         Y* yrow = yp + n * s.C_out * plane + oh * s.W_out;  // channel co's row at yrow + co * plane
         int64_t C8 = 0, V8 = 0;
 #if defined(__x86_64__)
-        if (isa_level() >= 1 && (s.sW == 1 || even >= 0)) {
-          // 8 channels x 8 pixels of a phase (two interleaved phases: 16 outputs) at a time.
-          const PhaseDim& pe = ws[even >= 0 ? even : 0];
-          const int64_t count = even >= 0 ? std::min(ws[even].count, ws[odd].count) : pe.count;
-          C8 = cog / 8 * 8, V8 = std::max<int64_t>(0, std::min(count, blk.v1) - blk.v0) / 8 * 8;
-          Y* y0 = yrow + s.sW * (pe.first + blk.v0) + pe.r - s.pW;
-          const float* ze = cs.data() + (even >= 0 ? even : 0) * cap * cog + row;
-          const float* zo = even >= 0 ? cs.data() + odd * cap * cog + row : nullptr;
+        if (isa_level() >= 1 && even >= 0) {
+          // 8 channels x 8 pixels of a group (two interleaved groups: 16 outputs) at a time.
+          const Group& ge = groups[even];
+          const int64_t count = odd >= 0 ? std::min(ge.count, groups[odd].count) : ge.count;
+          C8 = cog / 8 * 8, V8 = std::max<int64_t>(0, std::min(count, blk.u1) - blk.u0) / 8 * 8;
+          Y* y0 = yrow + ge.ow0 + ge.step * blk.u0;
+          const float* ze = cs.data() + even * cap * cog + row;
+          const float* zo = odd >= 0 ? cs.data() + odd * cap * cog + row : nullptr;
           for (int64_t c0 = 0; c0 < C8; c0 += 8)
             for (int64_t v = 0; v < V8; v += 8)
               store_transposed_tile(ze + v * cog + c0, zo ? zo + v * cog + c0 : nullptr, cog,
-                                    bias ? bias + c0 : nullptr, y0 + c0 * plane + s.sW * v, plane);
+                                    bias ? bias + c0 : nullptr, y0 + c0 * plane + ge.step * v, plane);
         }
 #endif
         // The rest one value at a time.
-        for (int64_t b = 0; b < phases; ++b) {
-          const PhaseDim& pw = ws[b];
-          const float* z = cs.data() + b * cap * cog + row;
-          Y* yo = yrow + s.sW * (pw.first + blk.v0) + pw.r - s.pW;
-          const int64_t nv = std::min(pw.count, blk.v1) - blk.v0;
+        for (int64_t i = 0; i < ngroups; ++i) {
+          const Group& gr = groups[i];
+          const float* z = cs.data() + i * cap * cog + row;
+          Y* yo = yrow + gr.ow0 + gr.step * blk.u0;
+          const int64_t nu = std::min(gr.count, blk.u1) - blk.u0;
           for (int64_t co = 0; co < cog; ++co) {
             const float add = bias ? bias[co] : 0.f;
-            for (int64_t v = co < C8 ? V8 : 0; v < nv; ++v) yo[co * plane + v * s.sW] = Y(z[v * cog + co] + add);
+            for (int64_t u = co < C8 ? V8 : 0; u < nu; ++u) yo[co * plane + u * gr.step] = Y(z[u * cog + co] + add);
           }
         }
       }
