@@ -604,77 +604,96 @@ void tiled_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Te
 // stride phases as planes (for any stride) was slower at stride 2 (DCGAN 512->256 on 8x8 images 0.86x, U-Net
 // k2s2 0.91x): the padded grid's extra columns are a large share of small images, and every K-chunk ends
 // with its image.
+// bfloat16: the same, X^T's pixels in pairs (B's rows), Wd rounded up to even so that a pair is two
+// neighbours of one grid row. Against the gathered tiles, on the AMX tiles: 3x3 64 -> 64 0.74 -> 0.35 ms
+// (dilated alike), 5x5 32 -> 48 0.44 -> 0.13, 3x3 128 -> 128 1.00 -> 0.61; one to three output channels even.
 struct GyPlanes {
   int64_t Ha, Wd, size;  // plane rows, row length, values per plane
-  explicit GyPlanes(const ConvT2dShape& s)
-      : Ha(s.H_in + (s.kH - 1) * s.dH), Wd(s.W_in + (s.kW - 1) * s.dW), size(Ha * Wd) {}
+  GyPlanes(const ConvT2dShape& s, int64_t rows)  // rows: B's rows per packed row (Wd a multiple)
+      : Ha(s.H_in + (s.kH - 1) * s.dH), Wd(ceil_div(s.W_in + (s.kW - 1) * s.dW, rows) * rows), size(Ha * Wd) {}
   // Offset of tap (kh, kw)'s run within a plane.
   int64_t tap_offset(const ConvT2dShape& s, int64_t kh, int64_t kw) const { return kh * s.dH * Wd + kw * s.dW; }
 };
 
+template <typename T>
 at::Tensor gy_planes(const ConvT2dShape& s, const GyPlanes& P, const at::Tensor& gy) {
   const int64_t planes = s.N * s.C_out;
   // + Wd: the last tap's run reads up to (kW - 1) dW values past the last plane (into the zero-X columns)
   auto out = scratch(Scratch::deinterleaved_gy, planes * P.size + P.Wd, gy.options());
-  const float* src = gy.const_data_ptr<float>();
-  float* dst = out.mutable_data_ptr<float>();
-  std::fill(dst + planes * P.size, dst + planes * P.size + P.Wd, 0.f);
+  const T* src = gy.const_data_ptr<T>();
+  T* dst = out.mutable_data_ptr<T>();
+  std::fill(dst + planes * P.size, dst + planes * P.size + P.Wd, T(0.f));
   // columns b in [b0, b1) hold gy's ow = b - pW in [0, W_out)
   const int64_t b0 = std::clamp<int64_t>(s.pW, 0, P.Wd), b1 = std::clamp<int64_t>(s.pW + s.W_out, b0, P.Wd);
   parallel_tasks(planes * P.Ha, std::max<int64_t>(1, 16384 / P.Wd), [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t plane = t / P.Ha, oh = t % P.Ha - s.pH;
-      float* dr = dst + t * P.Wd;
+      T* dr = dst + t * P.Wd;
       if (oh < 0 || oh >= s.H_out) {
-        std::fill(dr, dr + P.Wd, 0.f);
+        std::fill(dr, dr + P.Wd, T(0.f));
         continue;
       }
-      const float* gr = src + (plane * s.H_out + oh) * s.W_out;
-      std::fill(dr, dr + b0, 0.f);
+      const T* gr = src + (plane * s.H_out + oh) * s.W_out;
+      std::fill(dr, dr + b0, T(0.f));
       std::copy(gr + (b0 - s.pW), gr + (b1 - s.pW), dr + b0);
-      std::fill(dr + b1, dr + P.Wd, 0.f);
+      std::fill(dr + b1, dr + P.Wd, T(0.f));
     }
   });
   return out;
 }
 
 // Channels [c0, c0 + count) of x as X^T on the padded grid: (N, H_in * Wd, count), the rows of the grid's
-// columns iw >= W_in zero.
+// columns iw >= W_in zero; bfloat16 in pairs of rows ((N, H_in * Wd / 2, count, 2)). A transpose of 32-bit
+// words (a float, or two neighbouring bfloat16 pixels), in 8 x 8 register blocks where the rows allow.
+template <typename T>
 at::Tensor grid_xt(const ConvT2dShape& s, const at::Tensor& x, int64_t c0, int64_t count, int64_t Wd) {
+  constexpr int64_t kR = kRows<T>;
   const int64_t HW = s.H_in * s.W_in, grid = s.H_in * Wd;
   auto out = scratch(Scratch::packed_x, s.N * grid * count, x.options()).view({s.N, grid, count});
   out.zero_();
-  const float* src = x.const_data_ptr<float>();
-  float* dst = out.mutable_data_ptr<float>();
+  const T* src = x.const_data_ptr<T>();
+  T* dst = out.mutable_data_ptr<T>();
+  const bool words = s.W_in % kR == 0;  // every image row a whole number of words (and word-aligned)
   parallel_tasks(s.N * s.H_in, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t n = t / s.H_in, ih = t % s.H_in;
-      float* d = dst + (n * grid + ih * Wd) * count;
-      for (int64_t c = 0; c < count; ++c) {
-        const float* a = src + (n * s.C_in + c0 + c) * HW + ih * s.W_in;
-        for (int64_t iw = 0; iw < s.W_in; ++iw) d[iw * count + c] = a[iw];
+      T* d = dst + (n * grid + ih * Wd) * count;  // pixel iw, channel c at ((iw / kR) * count + c) * kR + iw % kR
+      const T* a = src + (n * s.C_in + c0) * HW + ih * s.W_in;  // channel c's row at a + c * HW
+      int64_t C8 = 0, V8 = 0;  // done in blocks: channels [0, C8) x words [0, V8)
+#if defined(__x86_64__)
+      if (words && isa_level() >= 1) {
+        C8 = count / 8 * 8, V8 = s.W_in / kR / 8 * 8;
+        for (int64_t c = 0; c < C8; c += 8)
+          for (int64_t v = 0; v < V8; v += 8)
+            transpose8x8(reinterpret_cast<const float*>(a + c * HW) + v, HW / kR,
+                         reinterpret_cast<float*>(d) + v * count + c, count);
       }
+#endif
+      for (int64_t c = 0; c < count; ++c)
+        for (int64_t iw = c < C8 ? V8 * kR : 0; iw < s.W_in; ++iw) d[((iw / kR) * count + c) * kR + iw % kR] = a[c * HW + iw];
     }
   });
   return out;
 }
 
+template <typename T>
 void planes_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw) {
   const int64_t cig = s.cin_per_group(), cog = s.cout_per_group(), kk = s.kH * s.kW;
-  const GyPlanes P(s);
+  const GyPlanes P(s, kRows<T>);
   const int64_t grid = s.H_in * P.Wd;
-  const int64_t KC = std::clamp<int64_t>(65536 / std::max<int64_t>(1, cig), 64, 1024);  // X^T chunk ~256 KB
+  // X^T chunk ~256 KB (float32), in whole pairs of rows (bfloat16)
+  const int64_t KC = std::clamp<int64_t>(65536 / std::max<int64_t>(1, cig), 64, 1024) / kRows<T> * kRows<T>;
   const int64_t CB = std::min<int64_t>(cog, 16), tasks = ceil_div(cog, CB);
-  const at::Tensor planes = gy_planes(s, P, gy);
-  const float* pp = planes.const_data_ptr<float>();
+  const at::Tensor planes = gy_planes<T>(s, P, gy);
+  const T* pp = planes.const_data_ptr<T>();
   std::vector<int64_t> offsets(kk);
   for (int64_t kh = 0; kh < s.kH; ++kh)
     for (int64_t kw = 0; kw < s.kW; ++kw) offsets[kh * s.kW + kw] = P.tap_offset(s, kh, kw);
   auto acc = at::empty({kk, cog, cig}, gw.options());  // gw_g as (tap, co, ci)
   float* accp = acc.mutable_data_ptr<float>();
   for (int64_t g = 0; g < s.groups; ++g) {
-    const at::Tensor xt = grid_xt(s, x, g * cig, cig, P.Wd);
-    const float* xp = xt.const_data_ptr<float>();
+    const at::Tensor xt = grid_xt<T>(s, x, g * cig, cig, P.Wd);
+    const T* xp = xt.const_data_ptr<T>();
     parallel_tasks(tasks, 1, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t co0 = t * CB, cb = std::min(CB, cog - co0);
@@ -682,7 +701,7 @@ void planes_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::T
           for (int64_t j0 = 0; j0 < grid; j0 += KC) {
             const int64_t kc = std::min(KC, grid - j0);
             // rows co of A: the planes of (n, g*cog + co), size apart
-            const float* a = pp + (n * s.C_out + g * cog + co0) * P.size + j0;
+            const T* a = pp + (n * s.C_out + g * cog + co0) * P.size + j0;
             for (int64_t tap = 0; tap < kk; ++tap)
               kernel(cb, cig, kc, P.size, cig, cig, n > 0 || j0 > 0, a + offsets[tap],
                      xp + (n * grid + j0) * cig, accp + (tap * cog + co0) * cig);
@@ -1480,8 +1499,11 @@ void tiled_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Ten
 }
 void tiled_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw) {
   begin_op();
-  if (x.scalar_type() == at::kBFloat16) return tiled_grad_weight<bf16>(s, gy, x, gw);
-  if (s.sH == 1 && s.sW == 1) return planes_grad_weight(s, gy, x, gw);
+  if (x.scalar_type() == at::kBFloat16) {
+    if (s.sH == 1 && s.sW == 1) return planes_grad_weight<bf16>(s, gy, x, gw);
+    return tiled_grad_weight<bf16>(s, gy, x, gw);
+  }
+  if (s.sH == 1 && s.sW == 1) return planes_grad_weight<float>(s, gy, x, gw);
   tiled_grad_weight<float>(s, gy, x, gw);
 }
 void tiled_nhwc_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
