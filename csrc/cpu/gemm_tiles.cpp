@@ -653,7 +653,8 @@ at::Tensor grid_xt(const ConvT2dShape& s, const at::Tensor& x, int64_t c0, int64
   out.zero_();
   const T* src = x.const_data_ptr<T>();
   T* dst = out.mutable_data_ptr<T>();
-  const bool words = s.W_in % kR == 0;  // every image row a whole number of words (and word-aligned)
+  // in 8 x 8 blocks when every image row is a whole number of words (and word-aligned), with AVX2
+  const bool words = s.W_in % kR == 0 && isa_level() >= 1;
   parallel_tasks(s.N * s.H_in, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t n = t / s.H_in, ih = t % s.H_in;
@@ -661,7 +662,7 @@ at::Tensor grid_xt(const ConvT2dShape& s, const at::Tensor& x, int64_t c0, int64
       const T* a = src + (n * s.C_in + c0) * HW + ih * s.W_in;  // channel c's row at a + c * HW
       int64_t C8 = 0, V8 = 0;  // done in blocks: channels [0, C8) x words [0, V8)
 #if defined(__x86_64__)
-      if (words && isa_level() >= 1) {
+      if (words) {
         C8 = count / 8 * 8, V8 = s.W_in / kR / 8 * 8;
         for (int64_t c = 0; c < C8; c += 8)
           for (int64_t v = 0; v < V8; v += 8)
@@ -1076,6 +1077,7 @@ template <typename T>
 at::Tensor padded_nhwc(const ConvT2dShape& s, const at::Tensor& x, bool nhwc, int64_t PT, int64_t Hp, int64_t PL,
                        int64_t Wp, int64_t g) {
   const int64_t C = s.C_in, H = s.H_in, W = s.W_in, HW = H * W, Wq = ceil_div(Wp, g);
+  const bool avx2 = isa_level() >= 1;
   auto out = scratch(Scratch::padded_x, s.N * g * Hp * Wq * C, x.options().memory_format(c10::MemoryFormat::Contiguous));
   const T* src = x.const_data_ptr<T>();
   T* dst = out.mutable_data_ptr<T>();
@@ -1096,7 +1098,7 @@ at::Tensor padded_nhwc(const ConvT2dShape& s, const at::Tensor& x, bool nhwc, in
           const T* a = src + n * C * HW + ih * W;  // channel c's row at a + c * HW
           int64_t W8 = 0, CV = 0;
 #if defined(__x86_64__)
-          if (isa_level() >= 1) {
+          if (avx2) {
             constexpr int64_t cv = std::is_same_v<T, float> ? 8 : 16;  // channels per transposed block
             W8 = W / 8 * 8, CV = C / cv * cv;
             for (int64_t c0 = 0; c0 < CV; c0 += cv)
@@ -1158,13 +1160,13 @@ __attribute__((target("avx2,fma"))) void store_transposed_tile(const float* z, c
 }
 #endif
 
-// y[i] = z[i] + bias[i] (bias may be null) for i < n, rounded to bfloat16 where y is.
+// y[i] = z[i] + bias[i] (bias may be null) for i < n, rounded to bfloat16 where y is (in vectors with avx2).
 template <typename Y>
-void store_row(const float* z, const float* bias, int64_t n, Y* y) {
+void store_row(const float* z, const float* bias, int64_t n, Y* y, bool avx2) {
   int64_t i = 0;
 #if defined(__x86_64__)
   if constexpr (std::is_same_v<Y, bf16>) {
-    if (isa_level() >= 1) store_row_bf16(z, bias, n, y, i);
+    if (avx2) store_row_bf16(z, bias, n, y, i);
   }
 #endif
   for (; i < n; ++i) y[i] = Y(z[i] + (bias ? bias[i] : 0.f));
@@ -1191,6 +1193,7 @@ void stacked_forward_into(const ConvT2dShape& s, const at::Tensor& x, const at::
   const int64_t NB = kRows<T> == 2 ? 128 : 64;
   const auto hs = phase_dims(s.kH, s.sH, s.pH, s.dH, s.H_out), ws = phase_dims(s.kW, s.sW, s.pW, s.dW, s.W_out);
   const int64_t g = column_step(s);
+  const bool avx2 = isa_level() >= 1;  // (read once: isa_level() reads the environment)
   int64_t PT = 0, PB = 0, PL = 0, PR = 0, widest = 0;
   for (const PhaseDim& ph : hs) {
     if (ph.e.empty()) continue;  // a phase no tap reaches: bias only
@@ -1295,14 +1298,14 @@ void stacked_forward_into(const ConvT2dShape& s, const at::Tensor& x, const at::
             const float* z = cs.data() + i * cap * cog + row;
             Y* yo = yp + ((n * s.H_out + oh) * s.W_out + gr.ow0 + gr.step * blk.u0) * cog;
             for (int64_t u = 0; u < std::min(gr.count, blk.u1) - blk.u0; ++u)
-              store_row(z + u * cog, bias, cog, yo + u * gr.step * cog);
+              store_row(z + u * cog, bias, cog, yo + u * gr.step * cog, avx2);
           }
           continue;
         }
         Y* yrow = yp + n * s.C_out * plane + oh * s.W_out;  // channel co's row at yrow + co * plane
         int64_t C8 = 0, V8 = 0;
 #if defined(__x86_64__)
-        if (isa_level() >= 1 && even >= 0) {
+        if (avx2 && even >= 0) {
           // 8 channels x 8 pixels of a group (two interleaved groups: 16 outputs) at a time.
           const Group& ge = groups[even];
           const int64_t count = odd >= 0 ? std::min(ge.count, groups[odd].count) : ge.count;
@@ -1458,13 +1461,15 @@ bool grad_input_by_phase(const ConvT2dShape& s, bool nhwc, at::ScalarType t) {
 // stores y once) or the scatter (tiled_forward: C_out values per input pixel and tap added into y). The
 // gathers cost more than the scatter when C_in exceeds C_out (NCHW) or 2 C_out (channels_last, whose
 // gathers are contiguous channel runs), measured on the bench's and other shapes (float32 and bfloat16).
-// bfloat16 whose column taps stack (stacked()) always runs by phase: the stacked forward gathers nothing
-// (NCHW DCGAN 128->64 4.4 -> 2.2 ms, 512->256 11.0 -> 8.3; channels_last about even).
+// bfloat16 whose column taps stack (stacked()) runs by phase when it has 16+ output channels (a whole tile
+// of B's columns): the stacked forward gathers nothing (NCHW DCGAN 128->64 4.4 -> 2.2 ms, 512->256 11.0 ->
+// 8.3; channels_last about even), but with fewer its GEMMs are mostly empty tiles (FSRCNN's one channel
+// 1.5-2.5x slower, DCGAN 64->3 1.4x).
 // DECONV_EXT_CPU_GEMM_FORWARD=auto|phase|scatter forces one (tests, diagnosis).
 bool forward_by_phase(const ConvT2dShape& s, bool nhwc, at::ScalarType t) {
   const int forced = forced_formulation();
   if (forced >= 0) return forced == 1;
-  if (t == at::kBFloat16 && stacked(s, nhwc, t)) return true;
+  if (t == at::kBFloat16 && s.cout_per_group() >= 16 && stacked(s, nhwc, t)) return true;
   const int64_t cig = s.cin_per_group(), cog = s.cout_per_group();
   return nhwc ? 2 * cog >= cig : cog >= cig;
 }
