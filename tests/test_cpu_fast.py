@@ -248,6 +248,9 @@ PHASE_CASES = BF16_CASES + [
     # whose columns are split into g classes; y's columns come in g groups
     Case("stacked_dilated", 2, 10, 12, 5, 37, 3, 1, 2, dilation=2),
     Case("stacked_dilated_s2", 1, 8, 9, 4, 40, 3, 2, 2, 1, dilation=3),
+    # kernel == stride: the taps tile the output (channels_last scatter stores instead of adding)
+    Case("tiling_odd_cin_wide_cout", 1, 7, 300, 3, 5, 2, 2),
+    Case("tiling_1x3_groups", 2, 6, 10, 4, 3, (1, 3), (1, 3), groups=2),
 ]
 
 

@@ -724,8 +724,17 @@ at::Tensor as_b(const at::Tensor& b) {
   else return pack_b(b);
 }
 
+// Whether every output pixel is one tap of one input pixel: kernel == stride, no dilation, padding or
+// output_padding (U-Net's k2s2). Then the scatter stores instead of adding.
+bool taps_tile_output(const ConvT2dShape& s) {
+  return s.kH == s.sH && s.kW == s.sW && s.dH == 1 && s.dW == 1 && s.pH == 0 && s.pW == 0 &&
+         s.H_out == s.H_in * s.sH && s.W_out == s.W_in * s.sW;
+}
+
 // Forward tasks: (image, block of nc output channels). Z tile = MB pixels x (tap, channel) of the block,
-// then y[n, oh, ow, block] += Z[pixel, (tap, :)]: adds over nc contiguous channels.
+// then y[n, oh, ow, block] += Z[pixel, (tap, :)]: adds over nc contiguous channels. Where the taps tile the
+// output (taps_tile_output), tasks are (image, block of MB pixels, channel block) and Z + bias is stored
+// (no pass to fill y with the bias first, and finer tasks: U-Net k2s2 128->64 channels_last 1.20 -> 1.03 ms).
 template <typename T>
 void tiled_nhwc_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
                         const at::Tensor& y) {
@@ -738,6 +747,8 @@ void tiled_nhwc_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Te
   const T* xp = x.const_data_ptr<T>();
   const float* bias = b.defined() ? b.const_data_ptr<float>() : nullptr;
   float* yp = y.mutable_data_ptr<float>();
+  const bool tiling = taps_tile_output(s);
+  const int64_t pixel_blocks = tiling ? ceil_div(HW, MB) : 1;
   for (int64_t g = 0; g < s.groups; ++g) {
     // B of block k: (cig x kk*nc), columns (tap, channel of the block).
     std::vector<at::Tensor> bs(blocks);
@@ -745,6 +756,32 @@ void tiled_nhwc_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Te
       const int64_t c0 = k * cb, nc = std::min(cb, cog - c0);
       bs[k] = as_b<T>(w.narrow(0, g * cig, cig).narrow(1, c0, nc).reshape({cig, nc, kk}).transpose(1, 2)
                           .reshape({cig, kk * nc}));
+    }
+    if (tiling) {
+      parallel_tasks(s.N * pixel_blocks * blocks, 1, [&](int64_t t0, int64_t t1) {
+        std::vector<float> z(MB * kk * cb);
+        std::vector<T> a(a_in_place ? 0 : MB * Kp, T(0.f));
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t k = t % blocks, q0 = (t / blocks) % pixel_blocks * MB, n = t / blocks / pixel_blocks;
+          const int64_t c0 = k * cb, nc = std::min(cb, cog - c0), ncols = kk * nc, mb = std::min(MB, HW - q0);
+          const T* xr = xp + (n * HW + q0) * s.C_in + g * cig;
+          if (!a_in_place)
+            for (int64_t i = 0; i < mb; ++i) std::copy(xr + i * s.C_in, xr + i * s.C_in + cig, a.data() + i * Kp);
+          kernel(mb, ncols, Kp, a_in_place ? s.C_in : Kp, ncols, ncols, false, a_in_place ? xr : a.data(),
+                 bs[k].template const_data_ptr<T>(), z.data());
+          const float* bc = bias ? bias + g * cog + c0 : nullptr;
+          for (int64_t i = 0; i < mb; ++i) {
+            const int64_t ih = (q0 + i) / s.W_in, iw = (q0 + i) % s.W_in;
+            for (int64_t kh = 0; kh < s.kH; ++kh)
+              for (int64_t kw = 0; kw < s.kW; ++kw) {
+                float* yo = yp + (((n * s.H_out + ih * s.sH + kh) * s.W_out + iw * s.sW + kw) * s.C_out) + g * cog + c0;
+                const float* zr = z.data() + i * ncols + (kh * s.kW + kw) * nc;
+                for (int64_t c = 0; c < nc; ++c) yo[c] = zr[c] + (bc ? bc[c] : 0.f);
+              }
+          }
+        }
+      });
+      continue;
     }
     parallel_tasks(s.N * blocks, 1, [&](int64_t t0, int64_t t1) {
       std::vector<float> z(MB * kk * cb);
@@ -1470,6 +1507,7 @@ bool forward_by_phase(const ConvT2dShape& s, bool nhwc, at::ScalarType t) {
   const int forced = forced_formulation();
   if (forced >= 0) return forced == 1;
   if (t == at::kBFloat16 && s.cout_per_group() >= 16 && stacked(s, nhwc, t)) return true;
+  if (nhwc && taps_tile_output(s)) return false;  // the scatter stores (U-Net k2s2 channels_last 1.32 -> 1.03 ms)
   const int64_t cig = s.cin_per_group(), cog = s.cout_per_group();
   return nhwc ? 2 * cog >= cig : cog >= cig;
 }
