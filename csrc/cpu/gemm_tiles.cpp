@@ -1002,7 +1002,7 @@ bool inside_segments(const ConvT2dShape& s, const std::vector<Run>& runs, int64_
   return true;
 }
 
-bool stacked(const ConvT2dShape& s, bool nhwc, at::ScalarType t);
+bool stacked(const ConvT2dShape& s, at::ScalarType t);
 template <typename T>
 void stacked_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const float* bias,
                      const at::Tensor& y);
@@ -1019,7 +1019,7 @@ void phase_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor&
   const int64_t nblocks = blocks.size();
   const std::vector<T> zeros(s.W_in, T(0.f));
   const float* bias = b.defined() ? b.const_data_ptr<float>() : nullptr;
-  if (stacked(s, false, x.scalar_type())) return stacked_forward<T>(s, x, w, bias, y);
+  if (stacked(s, x.scalar_type())) return stacked_forward<T>(s, x, w, bias, y);
   float* yp = y.mutable_data_ptr<float>();
   for (int64_t g = 0; g < s.groups; ++g) {
     // A: (kH, kW, cog, Kp), zero-padded along ci.
@@ -1094,15 +1094,15 @@ int64_t column_step(const ConvT2dShape& s) { return s.dW / std::gcd(s.sW, s.dW);
 // stacked_forward: one group, some column phase with two or more taps, and
 //   - bfloat16: an even C_in (B's rows in pairs). NCHW and channels_last, 3x3 stride 1 64 -> 64 NCHW
 //     0.74 -> 0.33 ms (one GEMM per row tap with K = 192 on the AMX tiles instead of three with K = 64);
-//   - float32: channels_last, with 16+ pixels in every column group (DCGAN 512 -> 256's rows of 8 ran 5%
-//     slower than 64-pixel blocks of the taps one by one).
-bool stacked(const ConvT2dShape& s, bool nhwc, at::ScalarType t) {
+//   - float32: 16+ pixels in every column group (one GEMM per phase row: DCGAN 512 -> 256's rows of 8 ran
+//     5-25% slower than the per-tap GEMMs or the scatter, also with GEMMs over several rows).
+bool stacked(const ConvT2dShape& s, at::ScalarType t) {
   if (s.groups != 1) return false;
   const auto ws = phase_dims(s.kW, s.sW, s.pW, s.dW, s.W_out);
   if (std::none_of(ws.begin(), ws.end(), [](const PhaseDim& pw) { return pw.e.size() > 1; })) return false;
   if (t == at::kBFloat16) return s.C_in % 2 == 0;
   const int64_t g = column_step(s);
-  return nhwc && std::all_of(ws.begin(), ws.end(), [&](const PhaseDim& pw) { return pw.count / g >= 16; });
+  return std::all_of(ws.begin(), ws.end(), [&](const PhaseDim& pw) { return pw.count / g >= 16; });
 }
 
 // x (NCHW or channels_last) as zero-padded NHWC images of T: rows of Wp pixels, the image at rows
@@ -1394,7 +1394,7 @@ void phase_nhwc_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Te
   const int64_t nblocks = blocks.size();
   const T* xp = x.const_data_ptr<T>();
   const float* bias = b.defined() ? b.const_data_ptr<float>() : nullptr;
-  if (stacked(s, true, x.scalar_type())) return stacked_forward<T>(s, x, w, bias, y);
+  if (stacked(s, x.scalar_type())) return stacked_forward<T>(s, x, w, bias, y);
   float* yp = y.mutable_data_ptr<float>();
   for (int64_t g = 0; g < s.groups; ++g) {
     std::vector<at::Tensor> bs(kk);  // tap's B: (cig x cog), row-major or pairs of rows
@@ -1485,10 +1485,10 @@ bool grad_input_by_phase(const ConvT2dShape& s, bool nhwc, at::ScalarType t) {
   if (s.sH != 1 || s.sW != 1) return false;
   const int forced = forced_formulation();
   if (forced >= 0) return forced == 1;
-  // channels_last float32 whose flipped taps stack (stacked_forward: one group, no column dilation,
-  // rows of 16+): 0-15% faster than the im2col grad_input on 3x3 and 5x5, 32-256 channels.
+  // float32 whose flipped taps stack (stacked_forward): channels_last 0-15% faster than the im2col
+  // grad_input on 3x3 and 5x5, 32-256 channels; NCHW 3x3 64 -> 64 1.57 -> 1.05 ms (PyTorch 1.0-1.6).
   const ConvT2dShape f = grad_input_as_forward(s);
-  if (nhwc && t == at::kFloat && stacked(f, true, t)) return true;
+  if (t == at::kFloat && s.C_in >= 16 && stacked(f, t)) return true;
   return !nhwc && t == at::kBFloat16 && forward_by_phase(f, nhwc, t);
 }
 
@@ -1498,26 +1498,27 @@ bool grad_input_by_phase(const ConvT2dShape& s, bool nhwc, at::ScalarType t) {
 // stores y once) or the scatter (tiled_forward: C_out values per input pixel and tap added into y). The
 // gathers cost more than the scatter when C_in exceeds C_out (NCHW) or 2 C_out (channels_last, whose
 // gathers are contiguous channel runs), measured on the bench's and other shapes (float32 and bfloat16).
-// bfloat16 whose column taps stack (stacked()) runs by phase when it has 16+ output channels (a whole tile
-// of B's columns): the stacked forward gathers nothing (NCHW DCGAN 128->64 4.4 -> 2.2 ms, 512->256 11.0 ->
-// 8.3; channels_last about even), but with fewer its GEMMs are mostly empty tiles (FSRCNN's one channel
-// 1.5-2.5x slower, DCGAN 64->3 1.4x).
+// A forward whose column taps stack (stacked()) runs by phase when it has 16+ output channels (a whole tile
+// of B's columns): the stacked forward gathers nothing (bfloat16 NCHW DCGAN 128->64 4.4 -> 2.2 ms, 512->256
+// 11.0 -> 8.3, channels_last about even; float32 NCHW 3x3 64->64 1.19 -> 1.02 ms, dilated 1.16 -> 1.00,
+// DCGAN 128->64 7.7 -> 6.5), but with fewer its GEMMs are mostly empty tiles (bfloat16 FSRCNN's one
+// channel 1.5-2.5x slower, DCGAN 64->3 1.4x).
 // DECONV_EXT_CPU_GEMM_FORWARD=auto|phase|scatter forces one (tests, diagnosis).
 bool forward_by_phase(const ConvT2dShape& s, bool nhwc, at::ScalarType t) {
   const int forced = forced_formulation();
   if (forced >= 0) return forced == 1;
-  if (t == at::kBFloat16 && s.cout_per_group() >= 16 && stacked(s, nhwc, t)) return true;
+  if (s.cout_per_group() >= 16 && stacked(s, t)) return true;
   if (nhwc && taps_tile_output(s)) return false;  // the scatter stores (U-Net k2s2 channels_last 1.32 -> 1.03 ms)
   const int64_t cig = s.cin_per_group(), cog = s.cout_per_group();
   return nhwc ? 2 * cog >= cig : cog >= cig;
 }
 
 bool gemm_forward_writes_bf16(const ConvT2dShape& s, bool nhwc) {
-  return use_tiles(at::kBFloat16) && forward_by_phase(s, nhwc, at::kBFloat16) && stacked(s, nhwc, at::kBFloat16);
+  return use_tiles(at::kBFloat16) && forward_by_phase(s, nhwc, at::kBFloat16) && stacked(s, at::kBFloat16);
 }
 bool gemm_grad_input_writes_bf16(const ConvT2dShape& s, bool nhwc) {
   return use_tiles(at::kBFloat16) && grad_input_by_phase(s, nhwc, at::kBFloat16) &&
-         stacked(grad_input_as_forward(s), nhwc, at::kBFloat16);
+         stacked(grad_input_as_forward(s), at::kBFloat16);
 }
 
 void tiled_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
