@@ -280,6 +280,22 @@ def test_gemm_forward_formulations_agree_bitwise_across_threads(name, dtype, lay
     assert torch.equal(one, two)
 
 
+# NCHW grad_weight on gy's stride-phase planes (kernel > stride, 16+ output channels, rows of 16+): taps of a
+# phase shifted within its planes, negative shifts (padding past the kernel), dilation, output_padding.
+PLANES_CASES = [
+    Case("planes_k4s2", 2, 12, 16, 5, 16, 4, 2, 1),
+    Case("planes_k5s3_dilated", 1, 8, 17, 4, 18, 5, 3, 4, 2, dilation=(1, 2)),
+    Case("planes_k3s2_op_wide", 2, 10, 20, 6, 17, (3, 4), 2, (2, 1), 1),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("case", PLANES_CASES, ids=str)
+def test_grad_weight_on_stride_planes(case, dtype):
+    with dispatch.forced(path="gemm"):
+        _check_on_path(case, dtype, "gemm", seed=5)
+
+
 # PyTorch's own bfloat16 convolutions (oneDNN; on the AMX tiles where the CPU has them) release the tiles
 # when they finish. Our next bfloat16 GEMM must configure them again: it once ran on released tiles, an
 # illegal instruction that kills the process, hence the subprocess.

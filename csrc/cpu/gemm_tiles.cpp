@@ -600,42 +600,62 @@ void tiled_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Te
 // has NaN/inf there too, in the taps that read it).
 // Tasks: blocks of output channels, each walking the images and K-chunks of pixels in order and, per chunk
 // (X^T's rows in cache), every tap: one sum order per element whatever the thread count.
-// 11-26% faster than the gathered tiles on 3x3 / 5x5, dilated or not, 32-128 channels. The same with gy's
-// stride phases as planes (for any stride) was slower at stride 2 (DCGAN 512->256 on 8x8 images 0.86x, U-Net
-// k2s2 0.91x): the padded grid's extra columns are a large share of small images, and every K-chunk ends
-// with its image.
+// 11-26% faster than the gathered tiles on 3x3 / 5x5, dilated or not, 32-128 channels. With gy's stride
+// phases as planes (below) it is slower at stride 2 on small images (DCGAN 512->256 on 8x8 images 0.86x) and
+// where kernel == stride (U-Net k2s2 0.91x): the padded grid's extra columns are a large share of small
+// images, and every K-chunk ends with its image; by_planes says where it is taken.
 // bfloat16: the same, X^T's pixels in pairs (B's rows), Wd rounded up to even so that a pair is two
 // neighbours of one grid row. Against the gathered tiles, on the AMX tiles: 3x3 64 -> 64 0.74 -> 0.35 ms
 // (dilated alike), 5x5 32 -> 48 0.44 -> 0.13, 3x3 128 -> 128 1.00 -> 0.61; one to three output channels even.
+// With strides above 1 the planes are per stride phase of gy: tap kh reads gy row sH ih + kh dH - pH =
+// sH (ih + q) + r (r in [0, sH)), i.e. row ih + q of phase r's plane, whose row a holds gy row sH (a + q0) + r
+// (q0: the least q of the taps); likewise for columns. Planes (n, phase, co), Ha = H_in + q1 - q0 rows.
 struct GyPlanes {
-  int64_t Ha, Wd, size;  // plane rows, row length, values per plane
+  int64_t Ha, Wd, size, phases, qh0, qw0;  // plane rows, row length, values per plane, phases; least shifts
   GyPlanes(const ConvT2dShape& s, int64_t rows)  // rows: B's rows per packed row (Wd a multiple)
-      : Ha(s.H_in + (s.kH - 1) * s.dH), Wd(ceil_div(s.W_in + (s.kW - 1) * s.dW, rows) * rows), size(Ha * Wd) {}
-  // Offset of tap (kh, kw)'s run within a plane.
-  int64_t tap_offset(const ConvT2dShape& s, int64_t kh, int64_t kw) const { return kh * s.dH * Wd + kw * s.dW; }
+      : phases(s.sH * s.sW), qh0(shift(s.kH - 1, s.dH, s.pH, s.sH)), qw0(shift(s.kW - 1, s.dW, s.pW, s.sW)) {
+    qh0 = std::min(qh0, shift(0, s.dH, s.pH, s.sH)), qw0 = std::min(qw0, shift(0, s.dW, s.pW, s.sW));
+    const int64_t qh1 = std::max(shift(0, s.dH, s.pH, s.sH), shift(s.kH - 1, s.dH, s.pH, s.sH));
+    const int64_t qw1 = std::max(shift(0, s.dW, s.pW, s.sW), shift(s.kW - 1, s.dW, s.pW, s.sW));
+    Ha = s.H_in + qh1 - qh0, Wd = ceil_div(s.W_in + qw1 - qw0, rows) * rows, size = Ha * Wd;
+  }
+  // Tap k's q and r along a dimension: k d - p = st q + r.
+  static int64_t shift(int64_t k, int64_t d, int64_t p, int64_t st) { return floor_div(k * d - p, st); }
+  static int64_t rest(int64_t k, int64_t d, int64_t p, int64_t st) { return k * d - p - st * shift(k, d, p, st); }
+  // The plane group (phase) of tap (kh, kw), and the offset of its run within a plane.
+  int64_t phase(const ConvT2dShape& s, int64_t kh, int64_t kw) const {
+    return rest(kh, s.dH, s.pH, s.sH) * s.sW + rest(kw, s.dW, s.pW, s.sW);
+  }
+  int64_t tap_offset(const ConvT2dShape& s, int64_t kh, int64_t kw) const {
+    return (shift(kh, s.dH, s.pH, s.sH) - qh0) * Wd + shift(kw, s.dW, s.pW, s.sW) - qw0;
+  }
 };
 
 template <typename T>
 at::Tensor gy_planes(const ConvT2dShape& s, const GyPlanes& P, const at::Tensor& gy) {
-  const int64_t planes = s.N * s.C_out;
-  // + Wd: the last tap's run reads up to (kW - 1) dW values past the last plane (into the zero-X columns)
+  const int64_t planes = s.N * P.phases * s.C_out;
+  // + Wd: the last tap's run reads up to Wd values past the last plane (into the zero-X columns)
   auto out = scratch(Scratch::deinterleaved_gy, planes * P.size + P.Wd, gy.options());
   const T* src = gy.const_data_ptr<T>();
   T* dst = out.mutable_data_ptr<T>();
   std::fill(dst + planes * P.size, dst + planes * P.size + P.Wd, T(0.f));
-  // columns b in [b0, b1) hold gy's ow = b - pW in [0, W_out)
-  const int64_t b0 = std::clamp<int64_t>(s.pW, 0, P.Wd), b1 = std::clamp<int64_t>(s.pW + s.W_out, b0, P.Wd);
   parallel_tasks(planes * P.Ha, std::max<int64_t>(1, 16384 / P.Wd), [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t plane = t / P.Ha, oh = t % P.Ha - s.pH;
+      const int64_t plane = t / P.Ha, co = plane % s.C_out, phase = plane / s.C_out % P.phases;
+      const int64_t n = plane / s.C_out / P.phases, rh = phase / s.sW, rw = phase % s.sW;
+      const int64_t oh = s.sH * (t % P.Ha + P.qh0) + rh;
       T* dr = dst + t * P.Wd;
       if (oh < 0 || oh >= s.H_out) {
         std::fill(dr, dr + P.Wd, T(0.f));
         continue;
       }
-      const T* gr = src + (plane * s.H_out + oh) * s.W_out;
+      // columns b in [b0, b1) hold gy's ow = sW (b + qw0) + rw in [0, W_out)
+      const int64_t b0 = std::clamp<int64_t>(ceil_div(-rw, s.sW) - P.qw0, 0, P.Wd);
+      const int64_t b1 = std::clamp<int64_t>(floor_div(s.W_out - 1 - rw, s.sW) + 1 - P.qw0, b0, P.Wd);
+      const T* gr = src + ((n * s.C_out + co) * s.H_out + oh) * s.W_out + rw + s.sW * P.qw0;  // b's at gr + sW b
       std::fill(dr, dr + b0, T(0.f));
-      std::copy(gr + (b0 - s.pW), gr + (b1 - s.pW), dr + b0);
+      if (s.sW == 1) std::copy(gr + b0, gr + b1, dr + b0);
+      else for (int64_t b = b0; b < b1; ++b) dr[b] = gr[s.sW * b];
       std::fill(dr + b1, dr + P.Wd, T(0.f));
     }
   });
@@ -684,12 +704,13 @@ void planes_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::T
   const int64_t grid = s.H_in * P.Wd;
   // X^T chunk ~256 KB (float32), in whole pairs of rows (bfloat16)
   const int64_t KC = std::clamp<int64_t>(65536 / std::max<int64_t>(1, cig), 64, 1024) / kRows<T> * kRows<T>;
-  const int64_t CB = std::min<int64_t>(cog, 16), tasks = ceil_div(cog, CB);
+  const int64_t CB = std::min<int64_t>(cog, 16), tasks = ceil_div(cog, CB);  // (16 x 16 x 64 was no faster on AMX)
   const at::Tensor planes = gy_planes<T>(s, P, gy);
   const T* pp = planes.const_data_ptr<T>();
-  std::vector<int64_t> offsets(kk);
+  std::vector<int64_t> offsets(kk);  // tap's run: its phase's planes (of image 0, co 0), then the shift
   for (int64_t kh = 0; kh < s.kH; ++kh)
-    for (int64_t kw = 0; kw < s.kW; ++kw) offsets[kh * s.kW + kw] = P.tap_offset(s, kh, kw);
+    for (int64_t kw = 0; kw < s.kW; ++kw)
+      offsets[kh * s.kW + kw] = P.phase(s, kh, kw) * s.C_out * P.size + P.tap_offset(s, kh, kw);
   auto acc = at::empty({kk, cog, cig}, gw.options());  // gw_g as (tap, co, ci)
   float* accp = acc.mutable_data_ptr<float>();
   for (int64_t g = 0; g < s.groups; ++g) {
@@ -701,8 +722,8 @@ void planes_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::T
         for (int64_t n = 0; n < s.N; ++n)
           for (int64_t j0 = 0; j0 < grid; j0 += KC) {
             const int64_t kc = std::min(KC, grid - j0);
-            // rows co of A: the planes of (n, g*cog + co), size apart
-            const T* a = pp + (n * s.C_out + g * cog + co0) * P.size + j0;
+            // rows co of A: the planes of (n, phase, g*cog + co), size apart
+            const T* a = pp + (n * P.phases * s.C_out + g * cog + co0) * P.size + j0;
             for (int64_t tap = 0; tap < kk; ++tap)
               kernel(cb, cig, kc, P.size, cig, cig, n > 0 || j0 > 0, a + offsets[tap],
                      xp + (n * grid + j0) * cig, accp + (tap * cog + co0) * cig);
@@ -712,6 +733,16 @@ void planes_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::T
     // gw[g*cig + ci, co, kh, kw] = acc[tap, co, ci]
     gw.narrow(0, g * cig, cig).view({cig, cog, kk}).copy_(acc.permute({2, 1, 0}));
   }
+}
+
+// Whether NCHW grad_weight runs on the planes: stride 1, or strides above 1 where a stride phase has 2+ taps
+// (kernel > stride) with 16+ output channels and rows of 16+ pixels. Against the gathered tiles: DCGAN
+// 128->64 float32 8.9 -> 8.5 ms, bfloat16 4.1 -> 3.5; decoder k3s2 64->32 on 32x32 float32 2.0 -> 1.7,
+// bfloat16 even. Not taken: rows of 8 (DCGAN 512->256 bfloat16 12.6 -> 19.0), kernel == stride (U-Net k2s2
+// bfloat16 0.60 -> 0.91), 1-3 output channels (DCGAN 64->3 bfloat16 1.3 -> 1.8).
+bool by_planes(const ConvT2dShape& s) {
+  if (s.sH == 1 && s.sW == 1) return true;
+  return s.kH * s.dH > s.sH && s.kW * s.dW > s.sW && s.cout_per_group() >= 16 && s.W_in >= 16;
 }
 
 // ---- the same on channels_last (NHWC) images: pixels are the GEMM rows (see gemm_nhwc.cpp) -------------
@@ -1606,10 +1637,10 @@ void tiled_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Ten
 void tiled_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw) {
   begin_op();
   if (x.scalar_type() == at::kBFloat16) {
-    if (s.sH == 1 && s.sW == 1) return planes_grad_weight<bf16>(s, gy, x, gw);
+    if (by_planes(s)) return planes_grad_weight<bf16>(s, gy, x, gw);
     return tiled_grad_weight<bf16>(s, gy, x, gw);
   }
-  if (s.sH == 1 && s.sW == 1) return planes_grad_weight<float>(s, gy, x, gw);
+  if (by_planes(s)) return planes_grad_weight<float>(s, gy, x, gw);
   tiled_grad_weight<float>(s, gy, x, gw);
 }
 void tiled_nhwc_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
