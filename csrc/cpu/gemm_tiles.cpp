@@ -1163,12 +1163,15 @@ StackedPlan grad_input_plan(const ConvT2dShape& s) {
 }
 // Whether an NCHW grad_input can run as stacked_grad_input: strides above 1 (stride 1 is a forward,
 // grad_input_by_phase), one group, no column dilation (the window of kW taps is kW whole pixels), 2+ column
-// taps, 16+ input channels (a tile of B's columns) and rows of 16+ pixels (one GEMM per row: DCGAN 512->256's
-// rows of 8 ran 1.4x slower in bfloat16); bfloat16 wants an even C_out (pairs of B's rows). channels_last
+// taps, 16+ input channels (a tile of B's columns), 16+ output channels (K = kW C_out: the RGB layer's 3 ran
+// 10% slower than the tiles) and rows of 16+ pixels (one GEMM per row: DCGAN 512->256's rows of 8 ran 1.4x
+// slower in bfloat16); bfloat16 wants an even C_out (pairs of B's rows). channels_last
 // keeps its im2col tiles, which gather whole channel runs (DCGAN 128->64 float32 5.97 ms there, 7.12 stacked;
 // bfloat16 even).
 bool stacks_grad_input(const ConvT2dShape& s, at::ScalarType t) {
-  if (s.groups != 1 || s.dW != 1 || s.kW < 2 || (s.sH == 1 && s.sW == 1) || s.C_in < 16 || s.W_in < 16) return false;
+  if (s.groups != 1 || s.dW != 1 || s.kW < 2 || (s.sH == 1 && s.sW == 1) || s.C_in < 16 || s.C_out < 16 ||
+      s.W_in < 16)
+    return false;
   return t != at::kBFloat16 || s.C_out % 2 == 0;
 }
 
