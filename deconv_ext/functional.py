@@ -19,6 +19,11 @@ def _is_int(value):
 
 def _pair(value, name):
     """An int or a pair of ints -> (int, int); anything else is a TypeError naming the argument."""
+    # The common spellings first (plain ints, not bool): a call's own overhead is a few microseconds.
+    if type(value) is int:
+        return (value, value)
+    if type(value) is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int:
+        return value
     if _is_int(value):
         return (int(value), int(value))
     if isinstance(value, (tuple, list, torch.Size)) and len(value) == 2 and all(_is_int(v) for v in value):
@@ -27,6 +32,8 @@ def _pair(value, name):
 
 
 def _int(value, name):
+    if type(value) is int:
+        return value
     if _is_int(value):
         return int(value)
     raise TypeError(f"conv_transpose2d: expected {name} to be an int, got {value!r}")
