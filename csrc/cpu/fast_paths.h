@@ -14,9 +14,14 @@
 //     float32 (and native bfloat16) run it tiled (gemm_tiles.cpp): oneDNN's BRGEMM micro-kernel, exported
 //     by PyTorch, on tiles that are gathered (im2col) or scattered (col2im) next to each call, in cache,
 //     with no column buffer; the tiled forward runs by output phase instead (one GEMM per phase and tap on
-//     x gathered shifted, y stored once: no col2im) when C_out is not below C_in or, in bfloat16, when a
-//     phase's column taps stack into one GEMM (forward_by_phase, stacked_forward), and
-//     so does the stride-1 grad_input of NCHW bfloat16 (a forward of gy with the kernel flipped).
+//     x gathered shifted, y stored once: no col2im) when C_out is not below C_in, or with 16+ output
+//     channels whatever C_in when a phase's column taps read neighbouring pixels and stack into one GEMM
+//     per row tap (forward_by_phase, stacked_forward: A read in place from a padded NHWC copy of x, rows
+//     of windows overlapping). So do the stride-1 grad_input where it stacks or in NCHW bfloat16 (a
+//     forward of gy with the kernel flipped), the strided NCHW grad_input (the stacked correlation of gy,
+//     stacked_grad_input), and grad_weight with stride 1 or overlapping taps runs one GEMM per tap on
+//     gy's (stride-phase) planes (planes_grad_weight). bfloat16 on these stacked GEMMs writes its
+//     bfloat16 result itself (gemm_forward_writes_bf16).
 //     float64, and float32 with the ISA capped at baseline, take one at::mm per
 //     chunk of input rows plus a col2im/im2col pass (gemm.cpp; chunks keep the column buffer near 1M
 //     elements). channels_last images take the same formulation with pixels as rows, no layout
