@@ -670,7 +670,6 @@ at::Tensor grid_xt(const ConvT2dShape& s, const at::Tensor& x, int64_t c0, int64
   constexpr int64_t kR = kRows<T>;
   const int64_t HW = s.H_in * s.W_in, grid = s.H_in * Wd;
   auto out = scratch(Scratch::packed_x, s.N * grid * count, x.options()).view({s.N, grid, count});
-  out.zero_();
   const T* src = x.const_data_ptr<T>();
   T* dst = out.mutable_data_ptr<T>();
   // in 8 x 8 blocks when every image row is a whole number of words (and word-aligned), with AVX2
@@ -692,6 +691,8 @@ at::Tensor grid_xt(const ConvT2dShape& s, const at::Tensor& x, int64_t c0, int64
 #endif
       for (int64_t c = 0; c < count; ++c)
         for (int64_t iw = c < C8 ? V8 * kR : 0; iw < s.W_in; ++iw) d[((iw / kR) * count + c) * kR + iw % kR] = a[c * HW + iw];
+      for (int64_t iw = s.W_in; iw < Wd; ++iw)  // the grid's columns past the image: zero rows
+        for (int64_t c = 0; c < count; ++c) d[((iw / kR) * count + c) * kR + iw % kR] = T(0.f);
     }
   });
   return out;
