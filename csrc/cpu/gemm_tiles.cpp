@@ -1122,6 +1122,14 @@ void phase_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor&
 // column dilation). Columns g apart are neighbours in a class of padded_nhwc's copy.
 int64_t column_step(const ConvT2dShape& s) { return s.dW / std::gcd(s.sW, s.dW); }
 
+// Whether a stacked GEMM's B (K x N, one row tap's stacked weights) stays within 512 KB: past that it is read
+// from beyond L2 for every block of rows. DCGAN-like k4 s2 layers: 512->256 on 16x16 images (B 512 KB in
+// bfloat16) 7.8 -> 7.2 ms stacked, but in float32 (1 MB) 29.8 -> 31.4; 1024->512 bfloat16 (2 MB) 14.0 -> 16.9;
+// grad_input of 512->256 (K = 4 x 256, N = 512) float32 30 -> 49.
+bool b_fits(int64_t K, int64_t N, at::ScalarType t) {
+  return K * N * (t == at::kBFloat16 ? 2 : 4) <= (int64_t(512) << 10);
+}
+
 // Whether the phase forward of s (NCHW or channels_last images, float32 or bfloat16 operands) runs as
 // stacked_forward: one group, some column phase with two or more taps, and
 //   - bfloat16: an even C_in (B's rows in pairs). NCHW and channels_last, 3x3 stride 1 64 -> 64 NCHW
@@ -1132,6 +1140,8 @@ bool stacked(const ConvT2dShape& s, at::ScalarType t) {
   if (s.groups != 1) return false;
   const auto ws = phase_dims(s.kW, s.sW, s.pW, s.dW, s.W_out);
   if (std::none_of(ws.begin(), ws.end(), [](const PhaseDim& pw) { return pw.e.size() > 1; })) return false;
+  for (const PhaseDim& pw : ws)
+    if (!b_fits(int64_t(pw.e.size()) * s.C_in, s.C_out, t)) return false;
   if (t == at::kBFloat16) return s.C_in % 2 == 0;
   const int64_t g = column_step(s);
   return std::all_of(ws.begin(), ws.end(), [&](const PhaseDim& pw) { return pw.count / g >= 16; });
@@ -1165,35 +1175,37 @@ StackedPlan grad_input_plan(const ConvT2dShape& s) {
 // Whether an NCHW grad_input can run as stacked_grad_input: strides above 1 (stride 1 is a forward,
 // grad_input_by_phase), one group, no column dilation (the window of kW taps is kW whole pixels), 2+ column
 // taps, 16+ input channels (a tile of B's columns), 16+ output channels (K = kW C_out: the RGB layer's 3 ran
-// 10% slower than the tiles) and rows of 16+ pixels (one GEMM per row: DCGAN 512->256's rows of 8 ran 1.4x
-// slower in bfloat16); bfloat16 wants an even C_out (pairs of B's rows). channels_last
-// keeps its im2col tiles, which gather whole channel runs (DCGAN 128->64 float32 5.97 ms there, 7.12 stacked;
-// bfloat16 even).
+// 10% slower than the tiles) and B within b_fits; bfloat16 wants an even C_out (pairs of B's rows).
+// channels_last keeps its im2col tiles, which gather whole channel runs (DCGAN 128->64 float32 5.97 ms
+// there, 7.12 stacked; bfloat16 even).
 bool stacks_grad_input(const ConvT2dShape& s, at::ScalarType t) {
-  if (s.groups != 1 || s.dW != 1 || s.kW < 2 || (s.sH == 1 && s.sW == 1) || s.C_in < 16 || s.C_out < 16 ||
-      s.W_in < 16)
-    return false;
+  if (s.groups != 1 || s.dW != 1 || s.kW < 2 || (s.sH == 1 && s.sW == 1) || s.C_in < 16 || s.C_out < 16) return false;
+  if (!b_fits(s.kW * s.C_out, s.C_in, t)) return false;
   return t != at::kBFloat16 || s.C_out % 2 == 0;
 }
 
 // x (NCHW or channels_last) as zero-padded NHWC images of T: rows of Wp pixels, the image at rows
 // [PT, PT + H_in) and columns [PL, PL + W_in). With g > 1 each row's columns are split into g classes by
-// column % g (column c at index c / g of class c % g; rows of Wq = ceil(Wp / g) pixels): (N, g, Hp, Wq, C_in),
-// so that columns g apart are neighbours. NCHW x is transposed in registers (8 pixels x 8 float32 or 16
-// bfloat16 channels at a time).
+// column % g (column c at index c / g of class c % g; rows of Wq = ceil(Wp / g) pixels), so that columns g
+// apart are neighbours; with rs > 1 likewise the rows (row r at index r / rs of row class r % rs, Hq =
+// ceil(Hp / rs) rows): (N, g, rs, Hq, Wq, C_in). NCHW x is transposed in registers (8 pixels x 8 float32
+// or 16 bfloat16 channels at a time).
 template <typename T>
 at::Tensor padded_nhwc(const StackedPlan& P, const at::Tensor& x, bool nhwc, int64_t PT, int64_t Hp, int64_t PL,
                        int64_t Wp) {
   const int64_t N = P.N, C = P.C, H = P.H, W = P.W, HW = H * W, g = P.g, Wq = ceil_div(Wp, g);
+  const int64_t rs = P.rs, Hq = ceil_div(Hp, rs), rows = rs * Hq;
   const bool avx2 = isa_level() >= 1;
-  auto out = scratch(Scratch::padded_x, N * g * Hp * Wq * C, x.options().memory_format(c10::MemoryFormat::Contiguous));
+  auto out = scratch(Scratch::padded_x, N * g * rows * Wq * C, x.options().memory_format(c10::MemoryFormat::Contiguous));
   const T* src = x.const_data_ptr<T>();
   T* dst = out.mutable_data_ptr<T>();
-  parallel_tasks(N * Hp, std::max<int64_t>(1, 16384 / (Wp * C)), [&](int64_t t0, int64_t t1) {
+  // padded row r of image n, column class k: at ((n g + k) rs + r % rs) Hq + r / rs
+  auto row_at = [&](int64_t n, int64_t k, int64_t r) { return dst + (((n * g + k) * rs + r % rs) * Hq + r / rs) * Wq * C; };
+  parallel_tasks(N * rows, std::max<int64_t>(1, 16384 / (Wp * C)), [&](int64_t t0, int64_t t1) {
     std::vector<T> row(g > 1 ? Wq * g * C : 0);  // a padded row, then split into the classes
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t n = t / Hp, ih = t % Hp - PT;
-      T* d = g > 1 ? row.data() : dst + t * Wp * C;
+      const int64_t n = t / rows, ih = t % rows - PT;
+      T* d = g > 1 ? row.data() : row_at(n, 0, t % rows);
       if (ih < 0 || ih >= H) {
         std::fill(d, d + Wq * g * C, T(0.f));
       } else {
@@ -1223,8 +1235,7 @@ at::Tensor padded_nhwc(const StackedPlan& P, const at::Tensor& x, bool nhwc, int
         }
       }
       if (g > 1)
-        for (int64_t c = 0; c < Wq * g; ++c)
-          std::memcpy(dst + (((n * g + c % g) * Hp + t % Hp) * Wq + c / g) * C, d + c * C, C * sizeof(T));
+        for (int64_t c = 0; c < Wq * g; ++c) std::memcpy(row_at(n, c % g, t % rows) + c / g * C, d + c * C, C * sizeof(T));
     }
   });
   return out;
@@ -1297,9 +1308,6 @@ template <typename T, typename Y>
 void stacked_into(const StackedPlan& P, const at::Tensor& x, const at::Tensor& w, const float* bias, const at::Tensor& y) {
   const bool nhwc_in = !x.is_contiguous(), nhwc_out = !y.is_contiguous();
   const int64_t C = P.C, cog = P.cog, CB = 256, plane = P.Ho * P.Wo, g = P.g, rs = P.rs, cs = P.cs;
-  // float32 one GEMM per phase row; bfloat16 (AMX: a tile call costs more than a few extra rows) one per
-  // block of rows laid end to end, where the rows are 1 apart (rs == 1, cs == 1).
-  const bool per_row = kRows<T> == 1 || rs > 1 || cs > 1;
   const int64_t NB = kRows<T> == 2 ? 128 : 64;
   const auto &hs = P.hs, &ws = P.ws;
   const bool avx2 = isa_level() >= 1;  // (read once: isa_level() reads the environment)
@@ -1315,7 +1323,9 @@ void stacked_into(const StackedPlan& P, const at::Tensor& x, const at::Tensor& w
     PL = std::max(PL, pw.e.back() - cs * pw.first);
     PR = std::max(PR, cs * (pw.first + pw.count - 1) - pw.e.front() - (P.W - 1));
   }
-  const int64_t Wp = std::max(PL + P.W + PR, widest), Hp = PT + P.H + PB, Wq = ceil_div(Wp, g);
+  // Rows of a multiple of cs pixels (so that A's rows cs pixels apart run on into the next row).
+  const int64_t Wp = ceil_div(std::max(PL + P.W + PR, cs * widest), cs) * cs, Hp = PT + P.H + PB;
+  const int64_t Wq = ceil_div(Wp, g), Hq = ceil_div(Hp, rs);
   const auto xq = padded_nhwc<T>(P, x, nhwc_in, PT, Hp, PL, Wp);
   const T* xp = xq.template const_data_ptr<T>();
   // B of (row tap, column phase): rows ((e_hi - e) / g) * C + ci = W[ci, :, kh, k(e)] (w: C x cog x kH x kW).
@@ -1352,7 +1362,12 @@ void stacked_into(const StackedPlan& P, const at::Tensor& x, const at::Tensor& w
   struct Block {
     int64_t h, q0, q1, u0, u1;
   };
-  const int64_t pitch = per_row ? longest : Wq, seg = std::min(longest, NB);
+  // float32 runs one GEMM per phase row where rows are 16+ pixels; else (bfloat16 on AMX: a tile call costs
+  // more than a few extra rows; short float32 rows) one GEMM per block for all its rows laid end to end,
+  // A's rows between two phase rows computed and dropped: rows of pitch = Wq / cs pixels (with rs > 1 the
+  // copy's row classes make the rows a GEMM reads neighbours).
+  const bool per_row = kRows<T> == 1 && longest >= 16;
+  const int64_t pitch = per_row ? longest : Wq / cs, seg = std::min(longest, NB);
   const int64_t R = longest >= NB ? 1 : (NB - longest) / pitch + 1, cap = (R - 1) * pitch + seg;
   std::vector<Block> blocks;
   for (int64_t a = 0; a < int64_t(hs.size()); ++a) {
@@ -1386,17 +1401,17 @@ void stacked_into(const StackedPlan& P, const at::Tensor& x, const at::Tensor& w
         for (int64_t th = 0; th < taps; ++th) {
           const T* bp = bs[ph.k[th] * ws.size() + gr.b].template const_data_ptr<T>();
           // The window of the group's pixel (q0, u0) for this row tap; pixel u's is lda = cs C further, row q's
-          // rs padded rows further (or, spanned by one GEMM, A's row (q - q0) Wq + u - u0).
-          const T* a = xp + (((n * g + gr.cls) * Hp + rs * (ph.first + blk.q0) - ph.e[th] + PT) * Wq + gr.index +
-                             cs * blk.u0) * C;
+          // q rows of its row class further (A's row (q - q0) pitch + u - u0 where one GEMM spans the rows).
+          const int64_t r0 = rs * (ph.first + blk.q0) - ph.e[th] + PT;  // padded row of phase row q0
+          const T* a = xp + ((((n * g + gr.cls) * rs + r0 % rs) * Hq + r0 / rs) * Wq + gr.index + cs * blk.u0) * C;
           for (int64_t c0 = 0; c0 < cog; c0 += CB) {
             const int64_t nc = std::min(CB, cog - c0);
             if (per_row) {
               for (int64_t q = 0; q < blk.q1 - blk.q0; ++q)
-                kernel(u1 - blk.u0, nc, NE * C, cs * C, cog, cog, th > 0, a + q * rs * Wq * C, bp + c0 * kRows<T>,
+                kernel(u1 - blk.u0, nc, NE * C, cs * C, cog, cog, th > 0, a + q * Wq * C, bp + c0 * kRows<T>,
                        c + q * pitch * cog + c0);
             } else {
-              kernel((blk.q1 - blk.q0 - 1) * Wq + u1 - blk.u0, nc, NE * C, C, cog, cog, th > 0, a,
+              kernel((blk.q1 - blk.q0 - 1) * pitch + u1 - blk.u0, nc, NE * C, cs * C, cog, cog, th > 0, a,
                      bp + c0 * kRows<T>, c + c0);
             }
           }
