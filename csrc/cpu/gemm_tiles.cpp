@@ -1304,6 +1304,40 @@ void store_row(const float* z, const float* bias, int64_t n, Y* y, bool avx2) {
 // C_out) is stored with the bias as rows (channels_last y) or transposed in 8 x 8 blocks (NCHW).
 // (3x3 stride 1, 64 -> 64 channels, channels_last float32: 6 of the 9 taps' blocks of the per-tap GEMMs were
 // gathered, as their windows crossed a row end; bfloat16 NCHW 0.74 -> 0.50 ms.)
+// stacked_into's B matrices in one tensor, (row tap kh, column phase b)'s at b_at[kh * phases + b]: K = NE C
+// rows, row ((e_hi - e) / g) C + ci holding w[ci, :, kh, k(e)] (w: C x cog x kH x kW, any strides),
+// bfloat16 in pairs of rows. One pass over w (a cat and a packing per B cost 10% of a 3x3 64 -> 64 bfloat16
+// forward).
+template <typename T>
+at::Tensor stacked_b(const at::Tensor& w, const std::vector<PhaseDim>& ws, std::vector<int64_t>& b_at) {
+  const int64_t C = w.size(0), cog = w.size(1), kH = w.size(2), kW = w.size(3), phases = ws.size();
+  std::vector<int64_t> phase_of(kW, -1), index_of(kW, 0);  // tap kw's column phase, its j = (e_hi - e) / g
+  for (int64_t b = 0; b < phases; ++b)
+    for (size_t i = 0; i < ws[b].k.size(); ++i)
+      phase_of[ws[b].k[i]] = b, index_of[ws[b].k[i]] = int64_t(ws[b].k.size() - 1 - i);
+  b_at.assign(kH * phases, 0);
+  int64_t total = 0;
+  for (int64_t kh = 0; kh < kH; ++kh)
+    for (int64_t b = 0; b < phases; ++b) b_at[kh * phases + b] = total, total += padded_k<T>(ws[b].k.size() * C) * cog;
+  auto out = at::empty({total}, w.options().memory_format(c10::MemoryFormat::Contiguous));
+  T* d = out.mutable_data_ptr<T>();
+  std::fill(d, d + total, T(0.f));  // (an odd K's last row, bfloat16)
+  const T* src = w.const_data_ptr<T>();
+  const int64_t s0 = w.stride(0), s1 = w.stride(1), s2 = w.stride(2), s3 = w.stride(3);
+  for (int64_t ci = 0; ci < C; ++ci)
+    for (int64_t co = 0; co < cog; ++co)
+      for (int64_t kh = 0; kh < kH; ++kh)
+        for (int64_t kw = 0; kw < kW; ++kw) {
+          if (phase_of[kw] < 0) continue;  // a phase with no outputs
+          const int64_t row = index_of[kw] * C + ci;
+          T* base = d + b_at[kh * phases + phase_of[kw]];
+          const T v = src[ci * s0 + co * s1 + kh * s2 + kw * s3];
+          if constexpr (kRows<T> == 2) base[((row >> 1) * cog + co) * 2 + (row & 1)] = v;
+          else base[row * cog + co] = v;
+        }
+  return out;
+}
+
 template <typename T, typename Y>
 void stacked_into(const StackedPlan& P, const at::Tensor& x, const at::Tensor& w, const float* bias, const at::Tensor& y) {
   const bool nhwc_in = !x.is_contiguous(), nhwc_out = !y.is_contiguous();
@@ -1328,15 +1362,9 @@ void stacked_into(const StackedPlan& P, const at::Tensor& x, const at::Tensor& w
   const int64_t Wq = ceil_div(Wp, g), Hq = ceil_div(Hp, rs);
   const auto xq = padded_nhwc<T>(P, x, nhwc_in, PT, Hp, PL, Wp);
   const T* xp = xq.template const_data_ptr<T>();
-  // B of (row tap, column phase): rows ((e_hi - e) / g) * C + ci = W[ci, :, kh, k(e)] (w: C x cog x kH x kW).
-  std::vector<at::Tensor> bs(w.size(2) * ws.size());
-  for (int64_t kh = 0; kh < w.size(2); ++kh)
-    for (size_t b = 0; b < ws.size(); ++b) {
-      if (ws[b].k.empty()) continue;
-      std::vector<at::Tensor> taps;
-      for (size_t i = ws[b].k.size(); i-- > 0;) taps.push_back(w.select(3, ws[b].k[i]).select(2, kh));
-      bs[kh * ws.size() + b] = as_b<T>(at::cat(taps, 0));
-    }
+  std::vector<int64_t> b_at;
+  const at::Tensor bs = stacked_b<T>(w, ws, b_at);
+  const T* b_all = bs.template const_data_ptr<T>();
   // Column groups: the pixels v = sigma + g u of a column phase (u = 0, 1, ...), whose windows start at
   // padded column c = cs (first + sigma) - e_hi + PL + g u: index c / g + u of class c % g (g > 1 has cs == 1;
   // with cs > 1, g == 1 and pixel u's window starts cs u columns on).
@@ -1399,7 +1427,7 @@ void stacked_into(const StackedPlan& P, const at::Tensor& x, const at::Tensor& w
         float* c = tiles.data() + i * cap * cog;
         const int64_t taps = NE > 0 && u1 > blk.u0 ? ph.k.size() : 0;
         for (int64_t th = 0; th < taps; ++th) {
-          const T* bp = bs[ph.k[th] * ws.size() + gr.b].template const_data_ptr<T>();
+          const T* bp = b_all + b_at[ph.k[th] * ws.size() + gr.b];
           // The window of the group's pixel (q0, u0) for this row tap; pixel u's is lda = cs C further, row q's
           // q rows of its row class further (A's row (q - q0) pitch + u - u0 where one GEMM spans the rows).
           const int64_t r0 = rs * (ph.first + blk.q0) - ph.e[th] + PT;  // padded row of phase row q0
