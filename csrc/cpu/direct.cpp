@@ -99,7 +99,6 @@ at::Tensor padded_rows(const at::Tensor& x, int64_t rows, int64_t W, int64_t E, 
 
 int current_isa();
 
-
 // One channels_last row block (W pixels x C channels) into C padded rows, channel c's at d + c * cstride:
 // 8 x 8 blocks transposed in registers (float32 and bfloat16, AVX2), the rest 32 pixels (32 x C values, in
 // L1) at a time.

@@ -33,6 +33,7 @@
 #include <ATen/ops/zeros.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
@@ -1131,9 +1132,9 @@ bool b_fits(int64_t K, int64_t N, at::ScalarType t) {
 }
 
 // Whether the phase forward of s (NCHW or channels_last images, float32 or bfloat16 operands) runs as
-// stacked_forward: one group, some column phase with two or more taps, and
-//   - bfloat16: an even C_in (B's rows in pairs). NCHW and channels_last, 3x3 stride 1 64 -> 64 NCHW
-//     0.74 -> 0.33 ms (one GEMM per row tap with K = 192 on the AMX tiles instead of three with K = 64);
+// stacked_forward: one group, some column phase with two or more taps, B within b_fits, and
+//   - bfloat16: an even C_in (B's rows in pairs). 3x3 stride 1 64 -> 64 NCHW 0.74 -> 0.33 ms (one GEMM
+//     per row tap with K = 192 on the AMX tiles instead of three with K = 64);
 //   - float32: 16+ pixels in every column group (one GEMM per phase row: DCGAN 512 -> 256's rows of 8 ran
 //     5-25% slower than the per-tap GEMMs or the scatter, also with GEMMs over several rows).
 bool stacked(const ConvT2dShape& s, at::ScalarType t) {
@@ -1291,53 +1292,63 @@ void store_row(const float* z, const float* bias, int64_t n, Y* y, bool avx2) {
   for (; i < n; ++i) y[i] = Y(z[i] + (bias ? bias[i] : 0.f));
 }
 
-// The forward with stacked column taps (stacked()), NCHW or channels_last x and y, float32 or bfloat16
-// operands, y float32 or (with bfloat16 operands) bfloat16. A column phase whose taps read input columns
-// v - e, e = e_lo..e_hi, reads for pixel v the window of columns [v - e_hi, v - e_lo]: NE whole pixels,
-// NE * C_in contiguous values of an NHWC row. So each row tap is one GEMM with K = NE * C_in whose A is the
-// windows (rows C_in apart, overlapping) and whose B stacks the NE taps' (C_in x C_out) weights, e
-// descending: instead of NE GEMMs with K = C_in, each adding its product to C, and no pixel is gathered.
-// A is read from a zero-padded NHWC copy of x (padded_nhwc) whose rows are Wp pixels, so pixel (q, v) of a
-// phase is row q * Wp + v of the GEMMs' A. Blocks are NB consecutive such rows. float32 runs one GEMM per
-// phase row of a block; bfloat16 (AMX: the tile calls cost more than the few extra rows) one GEMM per block
-// for all its rows, the Wp - count pixels between two phase rows computed and dropped. The C tile (pixels x
-// C_out) is stored with the bias as rows (channels_last y) or transposed in 8 x 8 blocks (NCHW).
-// (3x3 stride 1, 64 -> 64 channels, channels_last float32: 6 of the 9 taps' blocks of the per-tap GEMMs were
-// gathered, as their windows crossed a row end; bfloat16 NCHW 0.74 -> 0.50 ms.)
 // stacked_into's B matrices in one tensor, (row tap kh, column phase b)'s at b_at[kh * phases + b]: K = NE C
 // rows, row ((e_hi - e) / g) C + ci holding w[ci, :, kh, k(e)] (w: C x cog x kH x kW, any strides),
-// bfloat16 in pairs of rows. One pass over w (a cat and a packing per B cost 10% of a 3x3 64 -> 64 bfloat16
-// forward).
+// bfloat16 in pairs of rows (K is even there). w is first permuted to (kH, kW, C, cog), so each B row is a
+// copy of cog contiguous values (bfloat16: two rows interleaved).
 template <typename T>
 at::Tensor stacked_b(const at::Tensor& w, const std::vector<PhaseDim>& ws, std::vector<int64_t>& b_at) {
   const int64_t C = w.size(0), cog = w.size(1), kH = w.size(2), kW = w.size(3), phases = ws.size();
-  std::vector<int64_t> phase_of(kW, -1), index_of(kW, 0);  // tap kw's column phase, its j = (e_hi - e) / g
-  for (int64_t b = 0; b < phases; ++b)
-    for (size_t i = 0; i < ws[b].k.size(); ++i)
-      phase_of[ws[b].k[i]] = b, index_of[ws[b].k[i]] = int64_t(ws[b].k.size() - 1 - i);
+  const at::Tensor wt = w.permute({2, 3, 0, 1}).contiguous();
+  const T* src = wt.const_data_ptr<T>();
   b_at.assign(kH * phases, 0);
   int64_t total = 0;
   for (int64_t kh = 0; kh < kH; ++kh)
     for (int64_t b = 0; b < phases; ++b) b_at[kh * phases + b] = total, total += padded_k<T>(ws[b].k.size() * C) * cog;
   auto out = at::empty({total}, w.options().memory_format(c10::MemoryFormat::Contiguous));
   T* d = out.mutable_data_ptr<T>();
-  std::fill(d, d + total, T(0.f));  // (an odd K's last row, bfloat16)
-  const T* src = w.const_data_ptr<T>();
-  const int64_t s0 = w.stride(0), s1 = w.stride(1), s2 = w.stride(2), s3 = w.stride(3);
-  for (int64_t ci = 0; ci < C; ++ci)
-    for (int64_t co = 0; co < cog; ++co)
-      for (int64_t kh = 0; kh < kH; ++kh)
-        for (int64_t kw = 0; kw < kW; ++kw) {
-          if (phase_of[kw] < 0) continue;  // a phase with no outputs
-          const int64_t row = index_of[kw] * C + ci;
-          T* base = d + b_at[kh * phases + phase_of[kw]];
-          const T v = src[ci * s0 + co * s1 + kh * s2 + kw * s3];
-          if constexpr (kRows<T> == 2) base[((row >> 1) * cog + co) * 2 + (row & 1)] = v;
-          else base[row * cog + co] = v;
-        }
+  // Tasks: (kh, b, j): B rows [j C, (j + 1) C) = tap k(e) with j = (e_hi - e) / g, i.e. k index NE - 1 - j.
+  std::vector<std::array<int64_t, 3>> tasks;
+  for (int64_t kh = 0; kh < kH; ++kh)
+    for (int64_t b = 0; b < phases; ++b)
+      for (int64_t j = 0; j < int64_t(ws[b].k.size()); ++j) tasks.push_back({kh, b, j});
+  parallel_tasks(tasks.size(), 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const auto [kh, b, j] = tasks[t];
+      const int64_t kw = ws[b].k[ws[b].k.size() - 1 - j];
+      const T* rows = src + (kh * kW + kw) * C * cog;  // row ci at rows + ci * cog
+      T* base = d + b_at[kh * phases + b];
+      if constexpr (kRows<T> == 2) {
+        TORCH_INTERNAL_ASSERT(C % 2 == 0);  // (stacked() / stacks_grad_input() ask for it)
+        for (int64_t ci = 0; ci < C; ci += 2)
+          interleave(rows + ci * cog, rows + (ci + 1) * cog, cog, base + (j * C + ci) * cog);
+      } else {
+        std::memcpy(base + j * C * cog, rows, C * cog * sizeof(T));
+      }
+    }
+  });
   return out;
 }
 
+// Stacked GEMMs (a StackedPlan: the forward's output phases, or the strided grad_input's correlation), NCHW
+// or channels_last images read and written, float32 or bfloat16 operands, the result float32 or (with
+// bfloat16 operands) bfloat16. A column phase whose taps read input columns cs v - e, e = e_lo, e_lo + g, ...,
+// e_hi, reads for pixel v the window of columns [cs v - e_hi, cs v - e_lo]: NE whole pixels g apart, NE C
+// contiguous values of a row of the copy below. So each row tap is one GEMM with K = NE C whose A is the
+// windows (rows cs C apart, overlapping where cs C < K) and whose B stacks the NE taps' (C x cog) weights, e
+// descending: instead of NE GEMMs with K = C, each adding its product to C, and no pixel is gathered.
+//   - A is read from a zero-padded NHWC copy of the read image (padded_nhwc; NCHW transposed in registers),
+//     its columns in g classes (column dilation) and its rows in rs classes (the correlation's row stride),
+//     so that the pixels and rows a GEMM reads are neighbours.
+//   - Blocks: rows of a row phase and a range of their pixels, for every column group (a phase's pixels of
+//     one column class), so that output rows are stored whole. float32 with rows of 16+ pixels runs one GEMM
+//     per phase row; otherwise (bfloat16 on AMX, where a tile call costs more than a few extra rows, and
+//     short float32 rows) one GEMM covers all the block's rows laid end to end, the pixels between two
+//     rows computed and dropped.
+//   - The C tile (pixels x cog) is stored with the bias as rows (channels_last) or transposed in 8 x 8
+//     register blocks (NCHW; two column groups of step 2 interleaved), rounded to bfloat16 where the result is.
+// 3x3 stride 1 64 -> 64: channels_last float32 150 -> 164 GF/s per core (the per-tap GEMMs gathered 6 of the
+// 9 taps' blocks, whose windows crossed a row end); NCHW bfloat16 on AMX 0.74 -> 0.33 ms.
 template <typename T, typename Y>
 void stacked_into(const StackedPlan& P, const at::Tensor& x, const at::Tensor& w, const float* bias, const at::Tensor& y) {
   const bool nhwc_in = !x.is_contiguous(), nhwc_out = !y.is_contiguous();
