@@ -1261,41 +1261,54 @@ at::Tensor padded_nhwc(const StackedPlan& P, const at::Tensor& x, bool nhwc, int
 }
 
 #if defined(__x86_64__)
-// store_row's bfloat16 vectors: from i on, eight values at a time.
-__attribute__((target("avx2,fma"))) void store_row_bf16(const float* z, const float* bias, int64_t n, bf16* y,
-                                                        int64_t& i) {
-  for (; i + 8 <= n; i += 8) {
-    __m256 v = _mm256_loadu_ps(z + i);
-    if (bias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + i));
-    store_bf16x8(v, y + i);
+// The stores of bfloat16 results run only where the CPU has AVX512-BF16 (the native bfloat16 path): they round
+// with its conversion instruction (to nearest even, as c10::BFloat16 does; NaN stays NaN, but subnormal
+// float32 inputs become zero, as the dot products already treat them).
+#define DECONV_BF16_TARGET __attribute__((target("avx2,fma,avx512f,avx512vl,avx512bf16")))
+
+// Eight float32 values to d, as they are or rounded to bfloat16.
+__attribute__((target("avx2,fma"))) inline void store(__m256 v, float* d) { _mm256_storeu_ps(d, v); }
+DECONV_BF16_TARGET inline void store(__m256 v, bf16* d) {
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(d), reinterpret_cast<__m128i>(_mm256_cvtneps_pbh(v)));
+}
+
+// store_row's bfloat16 vectors: from i on, sixteen values at a time.
+DECONV_BF16_TARGET void store_row_bf16(const float* z, const float* bias, int64_t n, bf16* y, int64_t& i) {
+  for (; i + 16 <= n; i += 16) {
+    __m512 v = _mm512_loadu_ps(z + i);
+    if (bias) v = _mm512_add_ps(v, _mm512_loadu_ps(bias + i));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + i), reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v)));
   }
 }
+
 // Eight pixel rows (z + i * zs) of eight channels plus their bias (or none), transposed: channel j's eight
 // outputs to y + j * ys, float32 or rounded to bfloat16. With a second such tile zo (the odd column phase of
 // stride 2), its pixels interleave with z's: channel j's 16 outputs z0 zo0 z1 zo1 ... at y + j * ys.
-// Eight float32 values to d, as they are or rounded to bfloat16.
-__attribute__((target("avx2,fma"))) inline void store(__m256 v, float* d) { _mm256_storeu_ps(d, v); }
-__attribute__((target("avx2,fma"))) inline void store(__m256 v, bf16* d) { store_bf16x8(v, d); }
-
-template <typename Y>
+#define DECONV_TRANSPOSED_TILE_BODY                                                                 \
+  __m256 r[8], o[8];                                                                                \
+  const __m256 add = bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps();                            \
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_add_ps(_mm256_loadu_ps(z + i * zs), add);               \
+  transpose8x8_in_registers(r);                                                                     \
+  if (!zo) {                                                                                        \
+    for (int j = 0; j < 8; ++j) store(r[j], y + j * ys);                                            \
+    return;                                                                                         \
+  }                                                                                                 \
+  for (int i = 0; i < 8; ++i) o[i] = _mm256_add_ps(_mm256_loadu_ps(zo + i * zs), add);             \
+  transpose8x8_in_registers(o);                                                                     \
+  for (int j = 0; j < 8; ++j) {                                                                     \
+    const __m256 lo = _mm256_unpacklo_ps(r[j], o[j]), hi = _mm256_unpackhi_ps(r[j], o[j]);          \
+    store(_mm256_permute2f128_ps(lo, hi, 0x20), y + j * ys);                                        \
+    store(_mm256_permute2f128_ps(lo, hi, 0x31), y + j * ys + 8);                                    \
+  }
 __attribute__((target("avx2,fma"))) void store_transposed_tile(const float* z, const float* zo, int64_t zs,
-                                                               const float* bias, Y* y, int64_t ys) {
-  __m256 r[8], o[8];
-  const __m256 add = bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps();
-  for (int i = 0; i < 8; ++i) r[i] = _mm256_add_ps(_mm256_loadu_ps(z + i * zs), add);
-  transpose8x8_in_registers(r);
-  if (!zo) {
-    for (int j = 0; j < 8; ++j) store(r[j], y + j * ys);
-    return;
-  }
-  for (int i = 0; i < 8; ++i) o[i] = _mm256_add_ps(_mm256_loadu_ps(zo + i * zs), add);
-  transpose8x8_in_registers(o);
-  for (int j = 0; j < 8; ++j) {
-    const __m256 lo = _mm256_unpacklo_ps(r[j], o[j]), hi = _mm256_unpackhi_ps(r[j], o[j]);
-    store(_mm256_permute2f128_ps(lo, hi, 0x20), y + j * ys);
-    store(_mm256_permute2f128_ps(lo, hi, 0x31), y + j * ys + 8);
-  }
+                                                               const float* bias, float* y, int64_t ys) {
+  DECONV_TRANSPOSED_TILE_BODY
 }
+DECONV_BF16_TARGET void store_transposed_tile(const float* z, const float* zo, int64_t zs, const float* bias, bf16* y,
+                                              int64_t ys) {
+  DECONV_TRANSPOSED_TILE_BODY
+}
+#undef DECONV_TRANSPOSED_TILE_BODY
 #endif
 
 // y[i] = z[i] + bias[i] (bias may be null) for i < n, rounded to bfloat16 where y is (in vectors with avx2).

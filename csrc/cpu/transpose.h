@@ -37,19 +37,6 @@ __attribute__((target("avx2,fma"))) inline void store_transposed8x8(__m256 (&r)[
   for (int j = 0; j < 8; ++j) _mm256_storeu_ps(d + j * ds, r[j]);
 }
 
-// Eight float32 values rounded to bfloat16 as c10::BFloat16 rounds them (to nearest, ties to even; NaN as
-// 0x7FC0), stored to d.
-__attribute__((target("avx2,fma"))) inline void store_bf16x8(__m256 v, c10::BFloat16* d) {
-  const __m256i b = _mm256_castps_si256(v);
-  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(b, 16), _mm256_set1_epi32(1));
-  __m256i r = _mm256_srli_epi32(_mm256_add_epi32(b, _mm256_add_epi32(_mm256_set1_epi32(0x7FFF), lsb)), 16);
-  const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
-  r = _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7FC0), nan);
-  // 32-bit lanes to 16: packus works per 128-bit half, the permute puts the halves' results together.
-  const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08);
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(d), _mm256_castsi256_si128(packed));
-}
-
 // Eight rows (src + i * ss) of eight values (float32 or bfloat16) as float32, transposed: value j of every
 // row to d + j * ds.
 template <typename T>
