@@ -1149,19 +1149,27 @@ bool b_fits(int64_t K, int64_t N, at::ScalarType t) {
   return K * N * (t == at::kBFloat16 ? 2 : 4) <= (int64_t(512) << 10);
 }
 
+// Whether a stacked GEMM runs over several short phase rows laid end to end (the pixels between them computed
+// and dropped) rather than one GEMM per row: bfloat16 on AMX, where a tile call costs more than a few extra
+// rows. With oneDNN capped below AMX (ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16, as on AVX512-BF16 CPUs without
+// it) float32's rule ran faster: 3x3 64->64 1.73 -> 1.65 ms, DCGAN 128->64 12.0 -> 10.9, 512->256 50.3 ->
+// 46.0 (its rows of 8 then take the scatter).
+bool rows_span(at::ScalarType t) { return t == at::kBFloat16 && bf16_gemm_on_amx(); }
+
 // Whether the phase forward of s (NCHW or channels_last images, float32 or bfloat16 operands) runs as
 // stacked_forward: one group, some column phase with two or more taps, B within b_fits, and
 //   - bfloat16: an even C_in (B's rows in pairs). 3x3 stride 1 64 -> 64 NCHW 0.74 -> 0.33 ms (one GEMM
 //     per row tap with K = 192 on the AMX tiles instead of three with K = 64);
-//   - float32: 16+ pixels in every column group (one GEMM per phase row: DCGAN 512 -> 256's rows of 8 ran
-//     5-25% slower than the per-tap GEMMs or the scatter, also with GEMMs over several rows).
+//   - float32, and bfloat16 without AMX: 16+ pixels in every column group (one GEMM per phase row: DCGAN
+//     512 -> 256's rows of 8 ran 5-25% slower than the per-tap GEMMs or the scatter, also with GEMMs over
+//     several rows; see rows_span for bfloat16 without AMX).
 bool stacked(const ConvT2dShape& s, at::ScalarType t) {
-  if (s.groups != 1) return false;
+  if (s.groups != 1 || (t == at::kBFloat16 && s.C_in % 2 != 0)) return false;
   const auto ws = phase_dims(s.kW, s.sW, s.pW, s.dW, s.W_out);
   if (std::none_of(ws.begin(), ws.end(), [](const PhaseDim& pw) { return pw.e.size() > 1; })) return false;
   for (const PhaseDim& pw : ws)
     if (!b_fits(int64_t(pw.e.size()) * s.C_in, s.C_out, t)) return false;
-  if (t == at::kBFloat16) return s.C_in % 2 == 0;
+  if (rows_span(t)) return true;
   const int64_t g = column_step(s);
   return std::all_of(ws.begin(), ws.end(), [&](const PhaseDim& pw) { return pw.count / g >= 16; });
 }
@@ -1436,7 +1444,7 @@ void stacked_into(const StackedPlan& P, const at::Tensor& x, const at::Tensor& w
   // more than a few extra rows; short float32 rows) one GEMM per block for all its rows laid end to end,
   // A's rows between two phase rows computed and dropped: rows of pitch = Wq / cs pixels (with rs > 1 the
   // copy's row classes make the rows a GEMM reads neighbours).
-  const bool per_row = kRows<T> == 1 && longest >= 16;
+  const bool per_row = !rows_span(kRows<T> == 2 ? at::kBFloat16 : at::kFloat) && longest >= 16;
   const int64_t pitch = per_row ? longest : Wq / cs, seg = std::min(longest, NB);
   const int64_t R = longest >= NB ? 1 : (NB - longest) / pitch + 1, cap = (R - 1) * pitch + seg;
   std::vector<Block> blocks;
