@@ -6,8 +6,9 @@
 //    formulation of gemm.cpp without its column buffers (see the section below).
 // 2. The same on channels_last images (tiled_nhwc_*), pixels being the GEMM rows as in gemm_nhwc.cpp.
 // 3. The forward by output phase (phase_forward, phase_nhwc_forward): no col2im, chosen by forward_by_phase;
-//    where a phase's column taps read consecutive columns, one GEMM per row tap (stacked_forward), which also
-//    writes a bfloat16 y itself.
+//    where a phase's column taps read neighbouring pixels (or pixels g apart, with column dilation), one GEMM
+//    per row tap (stacked_into; also the strided NCHW grad_input's correlation of gy), which also writes a
+//    bfloat16 result itself.
 //
 // bfloat16: the CPU's AVX512-BF16 dot products. Every product of two bfloat16 values is exact in float32 and
 // the sums are float32, so this is the numerical contract of the widened float32 path (float accumulation,
@@ -638,11 +639,10 @@ void tiled_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Te
 struct GyPlanes {
   int64_t Ha, Wd, size, phases, qh0, qw0;  // plane rows, row length, values per plane, phases; least shifts
   GyPlanes(const ConvT2dShape& s, int64_t rows)  // rows: B's rows per packed row (Wd a multiple)
-      : phases(s.sH * s.sW), qh0(shift(s.kH - 1, s.dH, s.pH, s.sH)), qw0(shift(s.kW - 1, s.dW, s.pW, s.sW)) {
-    qh0 = std::min(qh0, shift(0, s.dH, s.pH, s.sH)), qw0 = std::min(qw0, shift(0, s.dW, s.pW, s.sW));
-    const int64_t qh1 = std::max(shift(0, s.dH, s.pH, s.sH), shift(s.kH - 1, s.dH, s.pH, s.sH));
-    const int64_t qw1 = std::max(shift(0, s.dW, s.pW, s.sW), shift(s.kW - 1, s.dW, s.pW, s.sW));
-    Ha = s.H_in + qh1 - qh0, Wd = ceil_div(s.W_in + qw1 - qw0, rows) * rows, size = Ha * Wd;
+      : phases(s.sH * s.sW), qh0(shift(0, s.dH, s.pH, s.sH)), qw0(shift(0, s.dW, s.pW, s.sW)) {
+    // q grows with k: the first tap has the least, the last the greatest
+    Ha = s.H_in + shift(s.kH - 1, s.dH, s.pH, s.sH) - qh0;
+    Wd = ceil_div(s.W_in + shift(s.kW - 1, s.dW, s.pW, s.sW) - qw0, rows) * rows, size = Ha * Wd;
   }
   // Tap k's q and r along a dimension: k d - p = st q + r.
   static int64_t shift(int64_t k, int64_t d, int64_t p, int64_t st) { return floor_div(k * d - p, st); }
@@ -780,7 +780,6 @@ at::Tensor as_b(const at::Tensor& b) {
   if constexpr (kRows<T> == 1) return b.contiguous();
   else return pack_b(b);
 }
-
 
 // Forward tasks: (image, block of nc output channels). Z tile = MB pixels x (tap, channel) of the block,
 // then y[n, oh, ow, block] += Z[pixel, (tap, :)]: adds over nc contiguous channels. Where the taps tile the
@@ -1063,14 +1062,14 @@ void stacked_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tenso
 template <typename T>
 void phase_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
                    const at::Tensor& y) {
+  const float* bias = b.defined() ? b.const_data_ptr<float>() : nullptr;
+  if (stacked(s, x.scalar_type())) return stacked_forward<T>(s, x, w, bias, y);
   const int64_t cig = s.cin_per_group(), cog = s.cout_per_group(), Kp = padded_k<T>(cig), planes = Kp / kRows<T>;
   const int64_t HW = s.H_in * s.W_in, NB = tile_columns<T>(Kp), CB = 64;
   const auto hs = phase_dims(s.kH, s.sH, s.pH, s.dH, s.H_out), ws = phase_dims(s.kW, s.sW, s.pW, s.dW, s.W_out);
   const auto blocks = phase_blocks(hs, ws, NB);
   const int64_t nblocks = blocks.size();
   const std::vector<T> zeros(s.W_in, T(0.f));
-  const float* bias = b.defined() ? b.const_data_ptr<float>() : nullptr;
-  if (stacked(s, x.scalar_type())) return stacked_forward<T>(s, x, w, bias, y);
   float* yp = y.mutable_data_ptr<float>();
   for (int64_t g = 0; g < s.groups; ++g) {
     // A: (kH, kW, cog, Kp), zero-padded along ci.
@@ -1566,14 +1565,14 @@ void stacked_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::T
 template <typename T>
 void phase_nhwc_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
                         const at::Tensor& y) {
+  const float* bias = b.defined() ? b.const_data_ptr<float>() : nullptr;
+  if (stacked(s, x.scalar_type())) return stacked_forward<T>(s, x, w, bias, y);
   const int64_t cig = s.cin_per_group(), cog = s.cout_per_group(), Kp = padded_k<T>(cig), kk = s.kH * s.kW;
   const int64_t NB = std::min<int64_t>(64, tile_columns<T>(Kp)), CB = 256;
   const auto hs = phase_dims(s.kH, s.sH, s.pH, s.dH, s.H_out), ws = phase_dims(s.kW, s.sW, s.pW, s.dW, s.W_out);
   const auto blocks = phase_blocks(hs, ws, NB);
   const int64_t nblocks = blocks.size();
   const T* xp = x.const_data_ptr<T>();
-  const float* bias = b.defined() ? b.const_data_ptr<float>() : nullptr;
-  if (stacked(s, x.scalar_type())) return stacked_forward<T>(s, x, w, bias, y);
   float* yp = y.mutable_data_ptr<float>();
   for (int64_t g = 0; g < s.groups; ++g) {
     std::vector<at::Tensor> bs(kk);  // tap's B: (cig x cog), row-major or pairs of rows
