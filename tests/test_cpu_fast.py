@@ -248,12 +248,12 @@ PHASE_CASES = BF16_CASES + [
     # whose columns are split into g classes; y's columns come in g groups
     Case("stacked_dilated", 2, 10, 12, 5, 37, 3, 1, 2, dilation=2),
     Case("stacked_dilated_s2", 1, 8, 9, 4, 40, 3, 2, 2, 1, dilation=3),
-    # NCHW strided grad_input as the stacked correlation of gy (16+ input channels, rows of 16+)
+    # NCHW strided grad_input as the stacked correlation of gy (16+ input and output channels)
     Case("stacked_gi_k3s2", 2, 16, 18, 5, 16, 3, 2, 1, 1),
     Case("stacked_gi_k5s3_pad", 1, 20, 17, 3, 21, (3, 5), (2, 3), (0, 4), (1, 2)),  # odd C_out: bf16 keeps the tiles
     Case("stacked_gi_short_rows", 2, 16, 20, 5, 7, 4, 2, 1),                    # rows of 7: GEMMs span rows
     Case("stacked_gi_s3_rows", 1, 18, 16, 4, 9, (4, 3), 3, (2, 1), (1, 0)),     # row classes of stride 3
-    # kernel == stride: the taps tile the output (channels_last scatter stores instead of adding)
+    # kernel == stride: the taps tile the output (the scatter stores instead of adding: channels_last, NCHW float32)
     Case("tiling_odd_cin_wide_cout", 1, 7, 300, 3, 5, 2, 2),
     Case("tiling_1x3_groups", 2, 6, 10, 4, 3, (1, 3), (1, 3), groups=2),
 ]
