@@ -282,6 +282,28 @@ def test_gemm_forward_formulations_agree_bitwise_across_threads(name, dtype, lay
     assert torch.equal(one, two)
 
 
+# The NCHW tiled forward (GEMM + col2im) in bands of input rows where it has fewer than 8 (image, channel
+# block) tasks: the even bands, then the odd ones, adding to shared planes (the deinterleaved copy where a
+# column gets several taps of a row, y itself at stride 1, stores where the taps tile the output).
+BANDS_CASES = [
+    Case("bands_sr_x3", 1, 16, 1, 37, 21, 9, 3, 4, 2),
+    Case("bands_stride_1", 1, 16, 3, 23, 10, 5, 1, 2),
+    Case("bands_dilated_rows", 2, 8, 2, 19, 9, (3, 2), (2, 3), 1, 1, dilation=(3, 1)),
+    Case("bands_tiling", 1, 12, 5, 17, 6, 2, 2),
+    Case("bands_groups", 1, 8, 4, 18, 7, 4, 2, 1, groups=2),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("case", BANDS_CASES, ids=str)
+def test_tiled_forward_in_row_bands(case, dtype):
+    x, w, b, gy = case.tensors(dtype, seed=9)
+    with dispatch.forced(path="gemm", gemm_forward="scatter"):
+        one, two = _at_thread_counts(lambda: deconv_ext.conv_transpose2d(x, w, b, **case.params), 1, 2)
+        _check_on_path(case, dtype, "gemm", seed=9)
+    assert torch.equal(one, two)
+
+
 # NCHW grad_weight on gy's stride-phase planes (kernel > stride, 16+ output channels, rows of 16+): taps of a
 # phase shifted within its planes, negative shifts (padding past the kernel), dilation, output_padding.
 PLANES_CASES = [
@@ -296,6 +318,30 @@ PLANES_CASES = [
 def test_grad_weight_on_stride_planes(case, dtype):
     with dispatch.forced(path="gemm"):
         _check_on_path(case, dtype, "gemm", seed=5)
+
+
+# float32 grad_weight with few output channels on the tiles, all taps at once in slices of the pixels (NCHW
+# and channels_last): blocks of whole rows or of 256 pixels of longer rows, slices of unequal counts of
+# blocks (36 blocks in 18 slices of 2), gathers from the deinterleaved gy or straight from it (stride 1),
+# groups, dilation. Run twice: a partial left unwritten once read the previous call's memory.
+SLICES_CASES = [
+    Case("slices_rows_of_300", 3, 20, 3, 10, 300, (8, 4), (2, 3), (7, 1), 1, dilation=(1, 2)),
+    Case("slices_sr_x4", 2, 16, 1, 9, 40, 9, 4, 4, 3),
+    Case("slices_stride_1_groups", 2, 34, 4, 5, 33, 3, 1, 1, groups=2),
+    Case("slices_one_block", 1, 17, 2, 2, 7, 5, 2, 2, 1),
+]
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("case", SLICES_CASES, ids=str)
+def test_grad_weight_in_slices(case, layout):
+    with dispatch.forced(path="gemm"):
+        for seed in (6, 7):
+            _check_on_path(case, torch.float32, "gemm", seed=seed, layout=layout)
+        x, w, b, gy = case.tensors(torch.float32, seed=8, layout=layout)
+        one, two = _at_thread_counts(
+            lambda: torch.ops.deconv_ext.conv_transpose2d_grad_weight(gy, x, list(case.kernel), *case.op_args), 1, 2)
+    assert torch.equal(one, two)
 
 
 # PyTorch's own bfloat16 convolutions (oneDNN; on the AMX tiles where the CPU has them) release the tiles
@@ -434,7 +480,10 @@ ON_TILES = [
     Case("wide_48_stride_3", 1, 48, 1, 2, 129, 9, 3, 4, 2),     # one output, strides 3x3: direct (all phases)
     Case("wide_48_stride_5", 1, 48, 1, 2, 129, 9, 5, 4, 2),     # one output, strides 5x5: NCHW forward on the tiles
     Case("wide_48_stride_2", 1, 48, 1, 2, 129, 9, 2, 4, 1),     # one output, strides 2x2: direct (grad_input: tiles)
-    Case("wide_32_to_3", 1, 32, 3, 2, 130, 5, 2, 2, 1),         # 32 input channels: direct
+    Case("wide_32_to_3", 1, 32, 3, 2, 130, 5, 2, 2, 1),         # 32 input channels: direct (75 taps: NCHW
+                                                                 # grad_input, channels_last grad_weight: tiles)
+    Case("wide_32_to_1", 1, 32, 1, 3, 130, 9, 4, 4, 3),         # one output, 81 taps: the backward on the tiles
+    Case("k3_16_to_4", 1, 16, 4, 3, 130, 3, 1, 1, 0),           # 36 taps: direct
 ]
 
 
@@ -451,10 +500,18 @@ def _expected_route(case, dtype, layout):
         return "direct", "gemm" if on_tiles else "direct", "direct"
     tiles = "gemm" if "avx2" in ISAS else "direct"  # the tiles need AVX2 or up
     all_phases = cog == 1 and case.dilation[1] == 1 and 2 <= case.stride[1] <= 4
-    on_tiles = case.W < 128 or (not nhwc and cig >= 48
-                                and (cog >= 2 or (case.stride[0] * case.stride[1] >= 9 and not all_phases)))
-    grad_input_on_tiles = not nhwc and cig >= 48
-    return "direct", tiles if on_tiles else "direct", tiles if grad_input_on_tiles else "direct"
+    # float32 tiles (not channels_last bfloat16 with the CPU's dot products) where the taps are 48+ (the
+    # forward's Z rows, grad_input's K): NCHW, or with one output channel; channels_last grad_weight in slices
+    f32_tiles = not (dtype == torch.bfloat16 and BF16_NATIVE)
+    taps = cog * case.kernel[0] * case.kernel[1]
+    many_taps = f32_tiles and taps >= 48 and (not nhwc or case.C_out == 1)
+    gathered = case.stride[1] > 1 and case.kernel[1] * case.dilation[1] > case.stride[1]
+    on_tiles = case.W < 128 or many_taps or (not nhwc and cig >= 48 and (
+        cog >= 2 or (case.stride[0] * case.stride[1] >= 9 and not all_phases)))
+    grad_input_on_tiles = (not nhwc and cig >= 48) or many_taps
+    grad_weight_on_tiles = f32_tiles and nhwc and taps >= 48 and (case.C_out == 1 or gathered)
+    return (tiles if grad_weight_on_tiles else "direct", tiles if on_tiles else "direct",
+            tiles if grad_input_on_tiles else "direct")
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
@@ -465,7 +522,7 @@ def test_direct_shapes_on_tiles_when_faster(case, dtype, layout, monkeypatch):
     x, w, b, gy = case.tensors(dtype, seed=15, layout=layout)
     taken = dispatch.cpu_path(x, w, **case.params)
     ops_path, forward_path, grad_input_path = _expected_route(case, dtype, layout)
-    assert taken.split(":")[0] == ops_path, taken
+    assert taken.split(" (")[0].split(":")[0] == ops_path, taken
     others = [f"{name}: {path}" for name, path in (("forward", forward_path), ("grad_input", grad_input_path))
               if path != ops_path]
     if others:

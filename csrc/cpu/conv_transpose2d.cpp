@@ -152,6 +152,12 @@ at::Tensor operand(const at::Tensor& t, bool native) { return native ? t : widen
 //     16 x 48x48 SR patches went from 5.9 to 2.4 ms, DCGAN 64->3 from 3.1 to 1.6 ms; channels_last alike.
 //     Wider images stay direct: FSRCNN on 256x256 ties in float32 and is 1.5-2x slower on the tiles in
 //     channels_last.
+//   - the forward where the tiles' Z has 48+ rows (taps, cout_per_group kH kW): NCHW, or channels_last with
+//     one output channel. Since the tiled forward splits one image's output channel into bands of rows (it
+//     was one task, on one thread), 1.4-2.2x faster than the direct all-phases kernel: FSRCNN x2/x4 5.3 ->
+//     2.5 / 3.1 -> 1.7 ms, FSRCNN-s x2/x3/x4 3.2 -> 1.7 / 3.6 -> 1.9 / 1.9 -> 1.3; channels_last x2/x4
+//     1.3-1.4x (one output channel; 64->3 there 3.3x slower on the tiles). 64->3 on 32 channels 1.1x,
+//     24->2 k5s2 even; 16->4 k3s1 (36 taps) even, left direct.
 //   - the NCHW forward of wider images with 48+ input channels per group and 2+ output channels per group
 //     (the tiles' Z rows, output channels x taps, are then 160+ and the direct strips are narrow), or one
 //     output channel with strides of 3+ that the direct all-phases kernel does not take (sW > 4 or dW > 1).
@@ -161,11 +167,15 @@ at::Tensor operand(const at::Tensor& t, bool native) { return native ? t : widen
 //     2-3 output channels 0.86-1.18 (64->3 1.04, 56->2 s3 0.86, 48->2 1.09, 128->3 1.18), a draw, left on
 //     the tiles. Left direct, where it was faster: 32 input channels 1.01-1.64 (one exception: 32->4 k5
 //     0.54-0.69); channels_last 1.3-4.6.
-//   - the NCHW grad_input with 48+ input channels per group (float32 operands, or widened): the tiles gather
-//     their im2col rows from the column-deinterleaved gy (gemm_tiles.cpp), sharing it with a fused backward's
-//     direct grad_weight. gemm / direct time, interleaved: FSRCNN x2/x3/x4 0.91/0.89/0.85, 16 x 48x48
-//     patches 0.89, the RGB layer 0.95, DCGAN 64->3 0.81 (whole fused backward 0.82-0.98); with 32 input
-//     channels 1.0-1.1, so those stay direct.
+//   - the grad_input (float32 operands, or widened) where the GEMM's K, the taps cout_per_group kH kW, is 48+:
+//     NCHW, or channels_last with one output channel (then gy's layout is NCHW's); and any NCHW grad_input
+//     with 48+ input channels per group. The tiles gather their im2col rows from the column-deinterleaved
+//     gy (gemm_tiles.cpp), sharing it with a fused backward's direct grad_weight. gemm / direct time,
+//     interleaved: FSRCNN x2/x3/x4 0.91/0.89/0.85, 16 x 48x48 patches 0.89, the RGB layer 0.95, DCGAN
+//     64->3 0.81 (whole fused backward 0.82-0.98). Since the tiles' gathers copy whole runs (memcpy), 32
+//     input channels too: FSRCNN-s x2/x3/x4 0.88/0.72/0.66, channels_last x2/x4 0.80/0.65; 64->3 on 32
+//     channels 0.87, 24->2 k5s2 0.78. Left direct: 36 taps (16->4 k3s1: 1.35), channels_last with 2+ output
+//     channels (64->3 2.0, 24->2 3.2).
 //   - with the CPU's bfloat16 dot products, NCHW bfloat16 ops: the direct kernels run on float32 copies.
 //     With 2+ output channels per group every op (the RGB layer fwd 4.2 -> 2.7 ms, bwd 5.6 -> 4.8 ms); with
 //     one, the forward of narrow images or of 48+ input channels (FSRCNN x2 6.9 -> 5.8 ms, x3 6.5 -> 6.0,
@@ -184,9 +194,14 @@ bool direct_on_tiles(const ConvT2dShape& s, at::ScalarType t, bool nhwc, Op op) 
     return s.cout_per_group() >= 2 ||
            (forward && (s.W_in < 128 || s.cin_per_group() >= 48 || cpu::bf16_gemm_on_amx()));
   if (!cpu::use_tiles(at::kFloat)) return false;
-  if (op == Op::grad_input) return !nhwc && s.cin_per_group() >= 48;
-  if (!forward) return false;
-  if (s.W_in < 128) return true;
+  // (channels_last bfloat16 with the CPU's dot products keeps its direct backward: the float32 rules below
+  // were measured on float32 tiles)
+  const bool f32_tiles = !(t == at::kBFloat16 && cpu::bf16_gemm_available());
+  const int64_t taps = s.cout_per_group() * s.kH * s.kW;
+  const bool many_taps = f32_tiles && taps >= 48 && (!nhwc || s.C_out == 1);
+  if (op == Op::grad_input) return (!nhwc && s.cin_per_group() >= 48) || many_taps;
+  if (op == Op::grad_weight) return f32_tiles && nhwc && taps >= 48 && cpu::grad_weight_by_slices(s, true);
+  if (s.W_in < 128 || many_taps) return true;
   return !nhwc && s.cin_per_group() >= 48 &&
          (s.cout_per_group() >= 2 || (s.sH * s.sW >= 9 && !cpu::direct_forward_all_phases(s)));
 }

@@ -130,7 +130,7 @@ std::shared_ptr<void> share_deinterleaved_gy();
 // A flat tensor of numel elements for a temporary of one op call (scratch.cpp): a per-thread buffer for each
 // purpose, reused across calls (no page faults for a fresh allocation each time) while no tensor on it is
 // alive, up to 32 MB; otherwise a fresh allocation. The contents are undefined.
-enum class Scratch { padded_x, deinterleaved_gy, packed_w, packed_x, count };
+enum class Scratch { padded_x, deinterleaved_gy, packed_w, packed_x, planes, count };
 at::Tensor scratch(Scratch purpose, int64_t numel, const at::TensorOptions& options);
 // The Wd of the direct kernels' deinterleaved gy for this configuration (on the ISA isa_level() says now).
 int64_t direct_gy_width(const ConvT2dShape& s);
@@ -171,6 +171,10 @@ bool use_tiles(at::ScalarType t);
 // Whether the tiled forward runs by output phase (one GEMM per phase and tap on x gathered shifted, y stored
 // once) rather than as GEMM + col2im scatter; DECONV_EXT_CPU_GEMM_FORWARD=auto|phase|scatter forces it.
 bool forward_by_phase(const ConvT2dShape& s, bool nhwc, at::ScalarType t);
+
+// Whether the tiled float32 grad_weight of s (NCHW or channels_last images) runs in slices of the pixels, all
+// taps at once (few output channels per group: the direct path's layers).
+bool grad_weight_by_slices(const ConvT2dShape& s, bool nhwc);
 
 // Input pixels in chunks, for the gemm paths' column buffers (gemm.cpp, gemm_nhwc.cpp): either `images`
 // whole images (rows == H_in) or `rows` rows of one image.

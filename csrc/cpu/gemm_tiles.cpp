@@ -39,6 +39,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <numeric>
 #include <string>
 #include <type_traits>
@@ -347,12 +348,8 @@ struct PhaseRows {
     for (const Run& u : runs) {
       const int64_t oh = u.ih * s.sH + w.oh0, len = u.iw1 - u.iw0;
       float* out = d + u.j;
-      if (oh < 0 || oh >= s.H_out) {
-        for (int64_t i = 0; i < len; ++i) out[i] = 0.f;
-      } else {
-        const float* src = base + oh * s.sW * Wd + u.iw0;
-        for (int64_t i = 0; i < len; ++i) out[i] = src[i];
-      }
+      if (oh < 0 || oh >= s.H_out) std::memset(out, 0, len * sizeof(float));
+      else std::memcpy(out, base + oh * s.sW * Wd + u.iw0, len * sizeof(float));  // (libc's wide copies)
     }
   }
 };
@@ -388,7 +385,24 @@ bool taps_tile_output(const ConvT2dShape& s) {
          s.H_out == s.H_in * s.sH && s.W_out == s.W_in * s.sW;
 }
 
-// Tasks: (image, block of output channels); Z tile = the block's (channel, tap) rows x up to NB pixels.
+// y[i] += z[i] for i < n: AVX2 vectors where the CPU has them (this file is built for baseline x86-64, where
+// the compiler's loop takes 4 floats at a time).
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma"))) void add_row_avx2(float* y, const float* z, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_loadu_ps(z + i)));
+  for (; i < n; ++i) y[i] += z[i];
+}
+#endif
+inline void add_row(float* y, const float* z, int64_t n, bool avx2) {
+#if defined(__x86_64__)
+  if (avx2) return add_row_avx2(y, z, n);
+#endif
+  for (int64_t i = 0; i < n; ++i) y[i] += z[i];
+}
+
+// Tasks: (image, block of output channels), or bands of their input rows; Z tile = the block's (channel,
+// tap) rows x up to NB pixels.
 template <typename T>
 void tiled_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
                    const at::Tensor& y) {
@@ -406,6 +420,12 @@ void tiled_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor&
   // 12% slower (0.79-0.91 -> 0.90-1.06 ms), so it keeps the fill and the adds.
   const bool phased = gather_by_phase(s), tiling = taps_tile_output(s) && std::is_same_v<T, float>;
   const int64_t Wd = std::max(PhaseRows::width(s), ceil_div(s.W_out + s.pW, s.sW));
+  const int64_t yd_size = phased ? cb * s.H_out * s.sW * Wd : 0;
+  // Row bands (see below) where there are fewer than 8 (image, channel block) tasks: about 16 per task, of
+  // R >= (kH - 1) dH / sH rows. The choice depends on the shape only.
+  const int64_t R = s.N * blocks >= 8 ? s.H_in : std::max(ceil_div(s.H_in, 16), ceil_div((s.kH - 1) * s.dH, s.sH));
+  const int64_t bands = ceil_div(s.H_in, std::max<int64_t>(1, R));
+  const bool avx2 = isa_level() >= 1;
   std::vector<Range> kw_inputs(s.kW);  // the input columns each kw reaches
   for (int64_t kw = 0; kw < s.kW; ++kw) kw_inputs[kw] = inputs_for_tap(kw, s.W_in, s.W_out, s.sW, s.pW, s.dW);
   const float* bias = b.defined() ? b.const_data_ptr<float>() : nullptr;
@@ -417,97 +437,141 @@ void tiled_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor&
     const T* xp = xb.const_data_ptr<T>();
     // Image n's B: the packed copy (bfloat16) or its channels in x (float); columns kRows apart.
     const int64_t image_stride = kRows<T> == 2 ? Kp * HW : s.C_in * HW, first = kRows<T> == 2 ? 0 : g * cig * HW;
-    parallel_tasks(s.N * blocks, 1, [&](int64_t t0, int64_t t1) {
-      std::vector<float> z(cb * kk * NB);
-      // The deinterleaved planes: a per-thread buffer kept across calls up to 32 MB, as scratch() does
-      // (megabytes for large outputs; a fresh vector per task chunk paid page faults each time).
-      const int64_t yd_size = phased ? cb * s.H_out * s.sW * Wd : 0;
-      thread_local std::vector<float> kept;
-      std::vector<float> own;
-      std::vector<float>& yd = yd_size * int64_t(sizeof(float)) <= (int64_t(32) << 20) ? kept : own;
-      if (int64_t(yd.size()) < yd_size) yd.resize(yd_size);
-      std::vector<Run> runs;
-      for (int64_t t = t0; t < t1; ++t) {
-        const int64_t n = t / blocks, c0 = (t % blocks) * cb, nc = std::min(cb, cog - c0);
-        float* planes = yp + (n * s.C_out + g * cog + c0) * plane;
-        if (phased) {
-          for (int64_t c = 0; c < nc; ++c)
-            std::fill(yd.data() + c * s.H_out * s.sW * Wd, yd.data() + (c + 1) * s.H_out * s.sW * Wd,
-                      bias ? bias[g * cog + c0 + c] : 0.f);
-        } else if (!tiling) {
-          for (int64_t c = 0; c < nc; ++c)
-            std::fill(planes + c * plane, planes + (c + 1) * plane, bias ? bias[g * cog + c0 + c] : 0.f);
-        }
-        for (int64_t j0 = 0; j0 < HW; j0 += NB) {
-          const int64_t nb = std::min(NB, HW - j0);
-          kernel(nc * kk, nb, Kp, Kp, HW, NB, false, ap + c0 * kk * Kp, xp + n * image_stride + first + j0 * kRows<T>,
-                 z.data());
-          // col2im of the tile: y[n, c, ih*sH - pH + kh*dH, iw*sW - pW + kw*dW] += Z[(c, kh, kw), (ih, iw)],
-          // row of Z by row, over the tile's runs of input rows.
-          tile_runs(s, j0, nb, runs);
-          if (tiling) {  // every output once: stored with the bias, y[c][ih sH + kh][iw sW + kw]
-            for (int64_t c = 0; c < nc; ++c) {
-              const float add = bias ? bias[g * cog + c0 + c] : 0.f;
-              for (int64_t kh = 0; kh < s.kH; ++kh)
-                for (const Run& u : runs) {
-                  float* yr = planes + c * plane + (u.ih * s.sH + kh) * s.W_out;
-                  for (int64_t kw = 0; kw < s.kW; ++kw) {
-                    const float* zr = z.data() + ((c * s.kH + kh) * s.kW + kw) * NB + u.j - u.iw0;
-                    for (int64_t i = u.iw0; i < u.iw1; ++i) yr[i * s.sW + kw] = zr[i] + add;
-                  }
-                }
-            }
-            continue;
-          }
-          if (phased) {  // into the deinterleaved planes: yd[c][oh][r][iw + q] with kw dW = q sW + r
-            for (int64_t c = 0; c < nc; ++c)
-              for (int64_t kh = 0; kh < s.kH; ++kh)
+    // A task's work: the input rows [ih0, ih1) of image n into the planes of its channels [c0, c0 + nc):
+    // y's (pre-filled, or stored once where the taps tile the output) or the deinterleaved ones at yd.
+    auto rows = [&](int64_t n, int64_t c0, int64_t nc, int64_t ih0, int64_t ih1, float* yd, float* z,
+                    std::vector<Run>& runs) {
+      float* planes = yp + (n * s.C_out + g * cog + c0) * plane;
+      for (int64_t j0 = ih0 * s.W_in; j0 < ih1 * s.W_in; j0 += NB) {
+        const int64_t nb = std::min(NB, ih1 * s.W_in - j0);
+        kernel(nc * kk, nb, Kp, Kp, HW, NB, false, ap + c0 * kk * Kp, xp + n * image_stride + first + j0 * kRows<T>, z);
+        // col2im of the tile: y[n, c, ih*sH - pH + kh*dH, iw*sW - pW + kw*dW] += Z[(c, kh, kw), (ih, iw)],
+        // row of Z by row, over the tile's runs of input rows.
+        tile_runs(s, j0, nb, runs);
+        if (tiling) {  // every output once: stored with the bias, y[c][ih sH + kh][iw sW + kw]
+          for (int64_t c = 0; c < nc; ++c) {
+            const float add = bias ? bias[g * cog + c0 + c] : 0.f;
+            for (int64_t kh = 0; kh < s.kH; ++kh)
+              for (const Run& u : runs) {
+                float* yr = planes + c * plane + (u.ih * s.sH + kh) * s.W_out;
                 for (int64_t kw = 0; kw < s.kW; ++kw) {
-                  const float* zrow = z.data() + ((c * s.kH + kh) * s.kW + kw) * NB;
-                  float* base = yd.data() + c * s.H_out * s.sW * Wd + (kw * s.dW % s.sW) * Wd + kw * s.dW / s.sW;
-                  for (const Run& u : runs) {
-                    const int64_t oh = u.ih * s.sH - s.pH + kh * s.dH;
-                    if (oh < 0 || oh >= s.H_out) continue;
-                    const float* zr = zrow + u.j - u.iw0;
-                    float* yr = base + oh * s.sW * Wd;
-                    for (int64_t i = u.iw0; i < u.iw1; ++i) yr[i] += zr[i];
-                  }
+                  const float* zr = z + ((c * s.kH + kh) * s.kW + kw) * NB + u.j - u.iw0;
+                  for (int64_t i = u.iw0; i < u.iw1; ++i) yr[i * s.sW + kw] = zr[i] + add;
                 }
-            continue;
+              }
           }
+          continue;
+        }
+        if (phased) {  // into the deinterleaved planes: yd[c][oh][r][iw + q] with kw dW = q sW + r
           for (int64_t c = 0; c < nc; ++c)
             for (int64_t kh = 0; kh < s.kH; ++kh)
               for (int64_t kw = 0; kw < s.kW; ++kw) {
-                const float* zrow = z.data() + ((c * s.kH + kh) * s.kW + kw) * NB;
-                float* ybase = planes + c * plane - s.pW + kw * s.dW;
-                const Range& r = kw_inputs[kw];
+                const float* zrow = z + ((c * s.kH + kh) * s.kW + kw) * NB;
+                float* base = yd + c * s.H_out * s.sW * Wd + (kw * s.dW % s.sW) * Wd + kw * s.dW / s.sW;
                 for (const Run& u : runs) {
                   const int64_t oh = u.ih * s.sH - s.pH + kh * s.dH;
                   if (oh < 0 || oh >= s.H_out) continue;
-                  const int64_t i0 = std::max(r.begin, u.iw0), i1 = std::min(r.end, u.iw1);
-                  const float* zr = zrow + u.j - u.iw0;
-                  float* yr = ybase + oh * s.W_out;
-                  if (s.sW == 1) for (int64_t i = i0; i < i1; ++i) yr[i] += zr[i];
-                  else if (s.sW == 2) for (int64_t i = i0; i < i1; ++i) yr[2 * i] += zr[i];
-                  else for (int64_t i = i0; i < i1; ++i) yr[i * s.sW] += zr[i];
+                  add_row(base + oh * s.sW * Wd + u.iw0, zrow + u.j, u.iw1 - u.iw0, avx2);
                 }
               }
+          continue;
         }
-        if (phased)  // y[c][oh][ow] = yd[c][oh][r][j], ow + pW = j sW + r
-          for (int64_t c = 0; c < nc; ++c)
-            for (int64_t oh = 0; oh < s.H_out; ++oh) {
-              const float* d = yd.data() + (c * s.H_out + oh) * s.sW * Wd;
-              float* yr = planes + c * plane + oh * s.W_out;
-              for (int64_t r = 0; r < s.sW; ++r) {
-                const int64_t j0 = std::max<int64_t>(0, ceil_div(s.pW - r, s.sW));
-                const int64_t j1 = floor_div(s.W_out - 1 + s.pW - r, s.sW) + 1;
-                const float* dr = d + r * Wd;
-                float* yo = yr + r - s.pW;
-                for (int64_t j = j0; j < j1; ++j) yo[j * s.sW] = dr[j];
+        for (int64_t c = 0; c < nc; ++c)
+          for (int64_t kh = 0; kh < s.kH; ++kh)
+            for (int64_t kw = 0; kw < s.kW; ++kw) {
+              const float* zrow = z + ((c * s.kH + kh) * s.kW + kw) * NB;
+              float* ybase = planes + c * plane - s.pW + kw * s.dW;
+              const Range& r = kw_inputs[kw];
+              for (const Run& u : runs) {
+                const int64_t oh = u.ih * s.sH - s.pH + kh * s.dH;
+                if (oh < 0 || oh >= s.H_out) continue;
+                const int64_t i0 = std::max(r.begin, u.iw0), i1 = std::min(r.end, u.iw1);
+                const float* zr = zrow + u.j - u.iw0;
+                float* yr = ybase + oh * s.W_out;
+                if (s.sW == 1) add_row(yr + i0, zr + i0, i1 - i0, avx2);
+                else if (s.sW == 2) for (int64_t i = i0; i < i1; ++i) yr[2 * i] += zr[i];
+                else for (int64_t i = i0; i < i1; ++i) yr[i * s.sW] += zr[i];
               }
             }
       }
+    };
+    // Before: the planes (y's or yd's) filled with the bias, unless the taps tile the output. After: y[c][oh][ow]
+    // = yd[c][oh][r][j], ow + pW = j sW + r. Output rows [oh0, oh1) of nc channels.
+    auto fill = [&](int64_t n, int64_t c0, int64_t nc, int64_t oh0, int64_t oh1, float* yd) {
+      float* planes = yp + (n * s.C_out + g * cog + c0) * plane;
+      for (int64_t c = 0; c < nc; ++c) {
+        const float v = bias ? bias[g * cog + c0 + c] : 0.f;
+        if (phased) std::fill(yd + (c * s.H_out + oh0) * s.sW * Wd, yd + (c * s.H_out + oh1) * s.sW * Wd, v);
+        else if (!tiling) std::fill(planes + c * plane + oh0 * s.W_out, planes + c * plane + oh1 * s.W_out, v);
+      }
+    };
+    auto interleave_out = [&](int64_t n, int64_t c0, int64_t nc, int64_t oh0, int64_t oh1, const float* yd) {
+      float* planes = yp + (n * s.C_out + g * cog + c0) * plane;
+      for (int64_t c = 0; c < nc; ++c)
+        for (int64_t oh = oh0; oh < oh1; ++oh) {
+          const float* d = yd + (c * s.H_out + oh) * s.sW * Wd;
+          float* yr = planes + c * plane + oh * s.W_out;
+          for (int64_t r = 0; r < s.sW; ++r) {
+            const int64_t j0 = std::max<int64_t>(0, ceil_div(s.pW - r, s.sW));
+            const int64_t j1 = floor_div(s.W_out - 1 + s.pW - r, s.sW) + 1;
+            const float* dr = d + r * Wd;
+            float* yo = yr + r - s.pW;
+            for (int64_t j = j0; j < j1; ++j) yo[j * s.sW] = dr[j];
+          }
+        }
+    };
+    if (bands == 1) {
+      parallel_tasks(s.N * blocks, 1, [&](int64_t t0, int64_t t1) {
+        std::vector<float> z(cb * kk * NB);
+        // The deinterleaved planes: a per-thread buffer kept across calls up to 32 MB, as scratch() does
+        // (megabytes for large outputs; a fresh vector per task chunk paid page faults each time).
+        thread_local std::vector<float> kept;
+        std::vector<float> own;
+        std::vector<float>& yd = yd_size * int64_t(sizeof(float)) <= (int64_t(32) << 20) ? kept : own;
+        if (int64_t(yd.size()) < yd_size) yd.resize(yd_size);
+        std::vector<Run> runs;
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t n = t / blocks, c0 = (t % blocks) * cb, nc = std::min(cb, cog - c0);
+          fill(n, c0, nc, 0, s.H_out, yd.data());
+          rows(n, c0, nc, 0, s.H_in, yd.data(), z.data(), runs);
+          if (phased) interleave_out(n, c0, nc, 0, s.H_out, yd.data());
+        }
+      });
+      continue;
+    }
+    // Bands of R input rows (few images and channel blocks: the SR layers' one image and one output channel
+    // were one task): the even bands of every task, then the odd ones, so that two bands adding to the same
+    // output rows never run at once (R sH >= (kH - 1) dH: a band's outputs end before those of the band two
+    // on begin), each output summing its bands in the same order whatever the thread count. The planes are
+    // shared by a task's bands: y's, or one deinterleaved copy per task.
+    const int64_t units = s.N * blocks;
+    const at::Tensor yd_all = phased ? scratch(Scratch::planes, units * yd_size, y.options()) : at::Tensor();
+    auto yd_of = [&](int64_t u) { return phased ? yd_all.mutable_data_ptr<float>() + u * yd_size : nullptr; };
+    const int64_t row_tasks = ceil_div(s.H_out, 16);
+    parallel_tasks(units * row_tasks, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t u = t / row_tasks, oh0 = (t % row_tasks) * 16, c0 = (u % blocks) * cb;
+        fill(u / blocks, c0, std::min(cb, cog - c0), oh0, std::min(s.H_out, oh0 + 16), yd_of(u));
+      }
     });
+    for (int64_t parity = 0; parity < 2; ++parity) {
+      const int64_t half = (bands - parity + 1) / 2;  // bands parity, parity + 2, ...
+      parallel_tasks(units * half, 1, [&](int64_t t0, int64_t t1) {
+        std::vector<float> z(cb * kk * NB);
+        std::vector<Run> runs;
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t u = t / half, band = 2 * (t % half) + parity, c0 = (u % blocks) * cb;
+          rows(u / blocks, c0, std::min(cb, cog - c0), band * R, std::min(s.H_in, (band + 1) * R), yd_of(u), z.data(), runs);
+        }
+      });
+    }
+    if (phased)
+      parallel_tasks(units * row_tasks, 1, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t u = t / row_tasks, oh0 = (t % row_tasks) * 16, c0 = (u % blocks) * cb;
+          interleave_out(u / blocks, c0, std::min(cb, cog - c0), oh0, std::min(s.H_out, oh0 + 16), yd_of(u));
+        }
+      });
   }
 }
 
@@ -528,7 +592,8 @@ void tiled_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Ten
     const TapRows tr(s, g);
     const PhaseRows pr(s, g);
     parallel_tasks(s.N * per_image, 1, [&](int64_t t0, int64_t t1) {
-      std::vector<T> tile(KB * NB), pair(2 * s.W_in);
+      const std::unique_ptr<T[]> tile(new T[KB * NB]);  // (not zeroed: every row is gathered in full)
+      std::vector<T> pair(2 * s.W_in);
       std::vector<Run> runs;
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t n = t / per_image, j0 = (t % per_image) * NB, nb = std::min(NB, HW - j0);
@@ -537,7 +602,7 @@ void tiled_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Ten
           const int64_t kb = std::min(KB, Kp - k0);
           for (int64_t p = 0; p < kb / kRows<T>; ++p) {
             const int64_t r = k0 + p * kRows<T>;
-            T* d = tile.data() + p * NB * kRows<T>;
+            T* d = tile.get() + p * NB * kRows<T>;
             if constexpr (kRows<T> == 1) {
               if (gyd.defined()) pr.gather(gyd.const_data_ptr<float>(), r, n, runs, d);
               else for (const Run& u : runs) tr.gather(src, r, n, u.ih, u.iw0, u.iw1, d + u.j);
@@ -553,7 +618,7 @@ void tiled_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Ten
               }
             }
           }
-          kernel(cig, nb, kb, Kp, NB, HW, k0 > 0, ap + k0, tile.data(), out + (n * s.C_in + g * cig) * HW + j0);
+          kernel(cig, nb, kb, Kp, NB, HW, k0 > 0, ap + k0, tile.get(), out + (n * s.C_in + g * cig) * HW + j0);
         }
       }
     });
@@ -758,6 +823,93 @@ void planes_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::T
     });
     // gw[g*cig + ci, co, kh, kw] = acc[tap, co, ci]
     gw.narrow(0, g * cig, cig).view({cig, cog, kk}).copy_(acc.permute({2, 1, 0}));
+  }
+}
+
+// a (rows x cols, row stride lda) transposed into d (cols x rows, row stride ldd): 8 x 8 register blocks
+// with AVX2, the rest one value at a time.
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma"))) void transpose_blocks(const float* a, int64_t rows, int64_t cols, int64_t lda,
+                                                          float* d, int64_t ldd) {
+  for (int64_t i = 0; i + 8 <= rows; i += 8)
+    for (int64_t j = 0; j + 8 <= cols; j += 8) {
+      __m256 r[8];
+      for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(a + (i + k) * lda + j);
+      store_transposed8x8(r, d + j * ldd + i, ldd);
+    }
+}
+#endif
+void transpose_tile(const float* a, int64_t rows, int64_t cols, int64_t lda, float* d, int64_t ldd, bool avx2) {
+  int64_t R8 = 0, C8 = 0;
+#if defined(__x86_64__)
+  if (avx2) R8 = rows / 8 * 8, C8 = cols / 8 * 8, transpose_blocks(a, R8, C8, lda, d, ldd);
+#endif
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = i < R8 ? C8 : 0; j < cols; ++j) d[j * ldd + i] = a[i * lda + j];
+}
+
+// float32 grad_weight with few output channels per group (the direct path's layers: FSRCNN's last layer, RGB
+// outputs), NCHW or channels_last, on the im2col rows of gy, C (taps x pixels), in slices of the pixels.
+// Each slice (a fixed run of blocks of whole image rows: the same for any thread count) gathers its C
+// tiles as tiled_grad_input does (from the column-deinterleaved gy, shared with a fused backward's
+// grad_input, or straight from gy) and sums one product per block into its own partial; the partials are
+// added in slice order.
+//   - NCHW: gw_g (cig x taps) += X[block] (read in place: the channels' rows, HW apart) C_tile^T (the tile
+//     transposed in cache).
+//   - channels_last: gw_g^T (taps x cig) += C_tile X^T[block] (x's pixels read in place).
+// tiled_grad_weight's tap blocks have M = 16 on these shapes and stream X^T once per block, and the direct
+// kernels' dot products along the rows broadcast one value per FMA. gy's rows are read as NCHW:
+// channels_last gy only with one output channel in all (the same memory) or when gathered from the
+// deinterleaved copy, which reads either layout.
+}  // namespace
+bool grad_weight_by_slices(const ConvT2dShape& s, bool nhwc) {
+  return s.cout_per_group() <= kDirectMaxCout && (!nhwc || s.C_out == 1 || gather_by_phase(s));
+}
+namespace {
+void sliced_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw) {
+  const bool nhwc = !x.is_contiguous(), avx2 = isa_level() >= 1;
+  const int64_t cig = s.cin_per_group(), taps = s.cout_per_group() * s.kH * s.kW, HW = s.H_in * s.W_in;
+  // blocks of whole rows (about 256 pixels), or of 256 pixels of a row where rows are longer
+  const int64_t NB = s.W_in <= 256 ? s.W_in * std::max<int64_t>(1, 256 / s.W_in) : 256;
+  const int64_t per_image = ceil_div(HW, NB), blocks = s.N * per_image;
+  const int64_t per_slice = ceil_div(blocks, std::min<int64_t>(blocks, 32)), slices = ceil_div(blocks, per_slice);
+  const float* src = gy.const_data_ptr<float>();
+  const float* xp = x.const_data_ptr<float>();
+  const at::Tensor gyd = gather_by_phase(s) ? deinterleave_columns(s, gy, PhaseRows::shared_width(s)) : at::Tensor();
+  auto partial = at::empty({slices, taps * cig}, gw.options());  // (taps, cig) each
+  float* pp = partial.mutable_data_ptr<float>();
+  for (int64_t g = 0; g < s.groups; ++g) {
+    const TapRows tr(s, g);
+    const PhaseRows pr(s, g);
+    parallel_tasks(slices, 1, [&](int64_t t0, int64_t t1) {
+      // (not zeroed: every row of the tile is gathered in full, and the transposed part written)
+      const std::unique_ptr<float[]> tile(new float[taps * NB]), tt(new float[nhwc ? 0 : NB * cig]);
+      std::vector<Run> runs;
+      for (int64_t sl = t0; sl < t1; ++sl) {
+        float* acc = pp + sl * taps * cig;
+        const int64_t b0 = sl * per_slice, b1 = std::min(blocks, b0 + per_slice);
+        for (int64_t b = b0; b < b1; ++b) {
+          const int64_t n = b / per_image, j0 = (b % per_image) * NB, nb = std::min(NB, HW - j0);
+          tile_runs(s, j0, nb, runs);
+          for (int64_t r = 0; r < taps; ++r) {
+            float* d = tile.get() + r * NB;
+            if (gyd.defined()) pr.gather(gyd.const_data_ptr<float>(), r, n, runs, d);
+            else for (const Run& u : runs) tr.gather(src, r, n, u.ih, u.iw0, u.iw1, d + u.j);
+          }
+          if (nhwc) {
+            kernel(taps, cig, nb, NB, s.C_in, cig, b > b0, tile.get(), xp + (n * HW + j0) * s.C_in + g * cig, acc);
+          } else {
+            transpose_tile(xp + (n * s.C_in + g * cig) * HW + j0, cig, nb, HW, tt.get(), cig, avx2);
+            kernel(taps, cig, nb, NB, cig, cig, b > b0, tile.get(), tt.get(), acc);
+          }
+        }
+      }
+    });
+    // gw[g cig + ci, tap]: the partials' sum in slice order
+    auto acc = partial[0].clone();
+    for (int64_t sl = 1; sl < slices; ++sl) acc.add_(partial[sl]);
+    const auto gwg = gw.narrow(0, g * cig, cig).view({cig, taps});
+    gwg.copy_(acc.view({taps, cig}).t());
   }
 }
 
@@ -1736,6 +1888,7 @@ void tiled_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Te
     if (by_planes(s)) return planes_grad_weight<bf16>(s, gy, x, gw);
     return tiled_grad_weight<bf16>(s, gy, x, gw);
   }
+  if (grad_weight_by_slices(s, false)) return sliced_grad_weight(s, gy, x, gw);
   if (by_planes(s)) return planes_grad_weight<float>(s, gy, x, gw);
   tiled_grad_weight<float>(s, gy, x, gw);
 }
@@ -1762,6 +1915,7 @@ void tiled_nhwc_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at
 void tiled_nhwc_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw) {
   begin_op();
   if (x.scalar_type() == at::kBFloat16) return tiled_nhwc_grad_weight<bf16>(s, gy, x, gw);
+  if (grad_weight_by_slices(s, true)) return sliced_grad_weight(s, gy, x, gw);
   tiled_nhwc_grad_weight<float>(s, gy, x, gw);
 }
 

@@ -1,5 +1,5 @@
 // Per-thread scratch buffers for the CPU kernels' large temporaries (the direct path's padded copies of x,
-// the column-deinterleaved gy, the gemm tiles' packed weights and packed or transposed images).
+// the column-deinterleaved gy, the gemm tiles' packed weights, packed or transposed images and col2im planes).
 //
 // Why: a fresh multi-megabyte at::empty per call is served by glibc from mmap, or from a heap top that free()
 // trims back to the OS, so every call paid page faults for the whole buffer. Measured (2 threads): 2,300-3,700
