@@ -497,7 +497,8 @@ def _expected_route(case, dtype, layout):
         if cog >= 2:
             return "gemm", "gemm", "gemm"
         on_tiles = case.W < 128 or cig >= 48 or BF16_ON_AMX
-        return "direct", "gemm" if on_tiles else "direct", "direct"
+        widened_on_tiles = "avx2" in ISAS and case.kernel[0] * case.kernel[1] >= 48  # grad_input, float32 tiles
+        return "direct", "gemm" if on_tiles else "direct", "gemm" if widened_on_tiles else "direct"
     tiles = "gemm" if "avx2" in ISAS else "direct"  # the tiles need AVX2 or up
     all_phases = cog == 1 and case.dilation[1] == 1 and 2 <= case.stride[1] <= 4
     # float32 tiles (not channels_last bfloat16 with the CPU's dot products) where the taps are 48+ (the

@@ -138,10 +138,22 @@ c10::MemoryFormat launch_layout(const ConvT2dShape& s, at::ScalarType t, c10::Me
 }
 at::Tensor widened(const at::Tensor& t) { return t.defined() ? t.to(at::kFloat) : t; }
 
+enum class Op { forward, grad_input, grad_weight };
+
+// The NCHW bfloat16 grad_input of one output channel per group with 16+ input channels and 48+ taps (the SR
+// layers), unless a path is forced: on the float32 tiles, widened (their gathers copy runs of the
+// column-deinterleaved gy), rather than on the bfloat16 tiles (which gather pairs of rows from gy itself)
+// or the direct kernels. FSRCNN-s x3 3.3 -> 2.1 ms, x2 (56 channels) 6.1 -> 3.4.
+bool bf16_grad_input_widened_on_tiles(const ConvT2dShape& s, at::ScalarType t, bool nhwc, Op op) {
+  return op == Op::grad_input && t == at::kBFloat16 && !nhwc && !cpu::path_forced() && cpu::bf16_gemm_available() &&
+         cpu::use_tiles(at::kFloat) && s.cout_per_group() == 1 && s.cin_per_group() >= 16 && s.kH * s.kW >= 48;
+}
+
 // bfloat16 on the gemm path with the CPU's bfloat16 dot products (gemm_tiles.cpp): the images and the
 // weight are read as they are, only the result is float32 (then rounded once, as on the widened path).
-bool native_bf16(cpu::Path p, at::ScalarType t) {
-  return p == cpu::Path::gemm && t == at::kBFloat16 && cpu::bf16_gemm_available();
+bool native_bf16(const ConvT2dShape& s, cpu::Path p, at::ScalarType t, bool nhwc, Op op) {
+  return p == cpu::Path::gemm && t == at::kBFloat16 && cpu::bf16_gemm_available() &&
+         !bf16_grad_input_widened_on_tiles(s, t, nhwc, op);
 }
 at::Tensor operand(const at::Tensor& t, bool native) { return native ? t : widened(t); }
 
@@ -184,14 +196,13 @@ at::Tensor operand(const at::Tensor& t, bool native) { return native ? t : widen
 //     tap blocks now win. Not for channels_last, whose direct backward (vectorised along the channels) is
 //     faster.
 // (For a configuration whose path is direct.)
-enum class Op { forward, grad_input, grad_weight };
 bool direct_on_tiles(const ConvT2dShape& s, at::ScalarType t, bool nhwc, Op op) {
   if (cpu::path_forced() || s.cin_per_group() < 16) return false;
   const bool forward = op == Op::forward;
   // bfloat16 NCHW with one output channel: the forward on the tiles for narrow images or 48+ input
   // channels, and for every image where the tiles run on AMX (FSRCNN-s forward 1.2-1.7x faster there).
   if (!nhwc && t == at::kBFloat16 && cpu::bf16_gemm_available())
-    return s.cout_per_group() >= 2 ||
+    return s.cout_per_group() >= 2 || bf16_grad_input_widened_on_tiles(s, t, nhwc, op) ||
            (forward && (s.W_in < 128 || s.cin_per_group() >= 48 || cpu::bf16_gemm_on_amx()));
   if (!cpu::use_tiles(at::kFloat)) return false;
   // (channels_last bfloat16 with the CPU's dot products keeps its direct backward: the float32 rules below
@@ -226,7 +237,7 @@ void forward_launch(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor
     else cpu::gemm_forward(s, x_, w_, b_, y_);
   };
   if (p != cpu::Path::generic && is_half(x.scalar_type())) {
-    const bool n = native_bf16(p, x.scalar_type());
+    const bool n = native_bf16(s, p, x.scalar_type(), !x.is_contiguous(), Op::forward);
     if (n && cpu::gemm_forward_writes_bf16(s, images_nhwc(x, y))) return fast(x, w, widened(b), y);
     // The direct forward widens x in the padded copy it makes anyway (no separate float32 copy of x).
     const bool x_as_is = n || p == cpu::Path::direct;
@@ -247,7 +258,7 @@ void grad_input_launch(const ConvT2dShape& s, const at::Tensor& gy, const at::Te
     else cpu::gemm_grad_input(s, gy_, w_, gx_);
   };
   if (p != cpu::Path::generic && is_half(gy.scalar_type())) {
-    const bool n = native_bf16(p, gy.scalar_type());
+    const bool n = native_bf16(s, p, gy.scalar_type(), !gy.is_contiguous() || !gx.is_contiguous(), Op::grad_input);
     if (n && cpu::gemm_grad_input_writes_bf16(s, images_nhwc(gy, gx))) return fast(gy, w, gx);
     return on_float_path(gx, [&](const at::Tensor& gxf) { fast(operand(gy, n), operand(w, n), gxf); });
   }
@@ -266,7 +277,7 @@ void grad_weight_launch(const ConvT2dShape& s, const at::Tensor& gy, const at::T
     else cpu::gemm_grad_weight(s, gy_, x_, gw_);
   };
   if (p != cpu::Path::generic && is_half(x.scalar_type())) {
-    const bool n = native_bf16(p, x.scalar_type());
+    const bool n = native_bf16(s, p, x.scalar_type(), !x.is_contiguous() || !gy.is_contiguous(), Op::grad_weight);
     return on_float_path(gw, [&](const at::Tensor& gwf) { fast(operand(gy, n), operand(x, n), gwf); });
   }
   if (p != cpu::Path::generic) return fast(gy, x, gw);
@@ -346,19 +357,20 @@ std::string cpu_path(const at::Tensor& input, const at::Tensor& weight, at::IntA
   const auto s = forward_shape(input, weight, stride, padding, output_padding, groups, dilation);
   const at::ScalarType t = input.scalar_type();
   const bool nhwc = !input.is_contiguous() && input.is_contiguous(c10::MemoryFormat::ChannelsLast);
-  auto named = [&](cpu::Path p) {
+  auto named = [&](cpu::Path p, Op op) {
     std::string name = cpu::path_name(p);
     if (p == cpu::Path::direct) name += std::string(":") + cpu::isa_name(cpu::isa_level());
-    if (native_bf16(p, t)) name += ":avx512_bf16";
+    if (native_bf16(s, p, t, nhwc, op)) name += ":avx512_bf16";
     return name;
   };
   const cpu::Path p = op_path(s, t, nhwc, Op::grad_weight);
+  const std::string first = named(p, Op::grad_weight);
   std::string others;
   for (const auto& [op, name] : {std::pair{Op::forward, "forward"}, std::pair{Op::grad_input, "grad_input"}}) {
-    const cpu::Path q = op_path(s, t, nhwc, op);
-    if (q != p) others += std::string(others.empty() ? "" : ", ") + name + ": " + named(q);
+    const std::string q = named(op_path(s, t, nhwc, op), op);
+    if (q != first) others += std::string(others.empty() ? "" : ", ") + name + ": " + q;
   }
-  return others.empty() ? named(p) : named(p) + " (" + others + ")";
+  return others.empty() ? first : first + " (" + others + ")";
 }
 
 // The vector ISAs this CPU can run the direct kernels with, lowest first.
