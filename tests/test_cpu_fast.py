@@ -482,7 +482,8 @@ ON_TILES = [
     Case("wide_48_stride_2", 1, 48, 1, 2, 129, 9, 2, 4, 1),     # one output, strides 2x2: direct (grad_input: tiles)
     Case("wide_32_to_3", 1, 32, 3, 2, 130, 5, 2, 2, 1),         # 32 input channels: direct (75 taps: NCHW
                                                                  # grad_input, channels_last grad_weight: tiles)
-    Case("wide_32_to_1", 1, 32, 1, 3, 130, 9, 4, 4, 3),         # one output, 81 taps: the backward on the tiles
+    Case("wide_32_to_1", 1, 32, 1, 3, 130, 9, 4, 4, 3),         # one output, 81 taps: forward and NCHW grad_input
+                                                                 # (channels_last: grad_weight) on the tiles
     Case("k3_16_to_4", 1, 16, 4, 3, 130, 3, 1, 1, 0),           # 36 taps: direct
 ]
 
@@ -509,7 +510,7 @@ def _expected_route(case, dtype, layout):
     gathered = case.stride[1] > 1 and case.kernel[1] * case.dilation[1] > case.stride[1]
     on_tiles = case.W < 128 or many_taps or (not nhwc and cig >= 48 and (
         cog >= 2 or (case.stride[0] * case.stride[1] >= 9 and not all_phases)))
-    grad_input_on_tiles = (not nhwc and cig >= 48) or many_taps
+    grad_input_on_tiles = not nhwc and (cig >= 48 or many_taps)
     grad_weight_on_tiles = f32_tiles and nhwc and taps >= 48 and (case.C_out == 1 or gathered)
     return (tiles if grad_weight_on_tiles else "direct", tiles if on_tiles else "direct",
             tiles if grad_input_on_tiles else "direct")

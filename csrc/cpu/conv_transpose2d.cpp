@@ -179,15 +179,14 @@ at::Tensor operand(const at::Tensor& t, bool native) { return native ? t : widen
 //     2-3 output channels 0.86-1.18 (64->3 1.04, 56->2 s3 0.86, 48->2 1.09, 128->3 1.18), a draw, left on
 //     the tiles. Left direct, where it was faster: 32 input channels 1.01-1.64 (one exception: 32->4 k5
 //     0.54-0.69); channels_last 1.3-4.6.
-//   - the grad_input (float32 operands, or widened) where the GEMM's K, the taps cout_per_group kH kW, is 48+:
-//     NCHW, or channels_last with one output channel (then gy's layout is NCHW's); and any NCHW grad_input
-//     with 48+ input channels per group. The tiles gather their im2col rows from the column-deinterleaved
-//     gy (gemm_tiles.cpp), sharing it with a fused backward's direct grad_weight. gemm / direct time,
-//     interleaved: FSRCNN x2/x3/x4 0.91/0.89/0.85, 16 x 48x48 patches 0.89, the RGB layer 0.95, DCGAN
-//     64->3 0.81 (whole fused backward 0.82-0.98). Since the tiles' gathers copy whole runs (memcpy), 32
-//     input channels too: FSRCNN-s x2/x3/x4 0.88/0.72/0.66, channels_last x2/x4 0.80/0.65; 64->3 on 32
-//     channels 0.87, 24->2 k5s2 0.78. Left direct: 36 taps (16->4 k3s1: 1.35), channels_last with 2+ output
-//     channels (64->3 2.0, 24->2 3.2).
+//   - the NCHW grad_input (float32 operands, or widened) with 48+ input channels per group, or where the
+//     GEMM's K, the taps cout_per_group kH kW, is 48+. The tiles gather their im2col rows from the
+//     column-deinterleaved gy (gemm_tiles.cpp), sharing it with a fused backward's direct grad_weight.
+//     gemm / direct time, interleaved: FSRCNN x2/x3/x4 0.91/0.89/0.85, 16 x 48x48 patches 0.89, the RGB
+//     layer 0.95, DCGAN 64->3 0.81 (whole fused backward 0.82-0.98). Since the tiles' gathers copy whole
+//     runs (memcpy), 32 input channels too: FSRCNN-s x2/x3/x4 0.88/0.72/0.66; 64->3 on 32 channels 0.87,
+//     24->2 k5s2 0.78. Left direct: 36 taps (16->4 k3s1: 1.35). channels_last gx stays direct (vectorised
+//     along the channels): its tiles (tiled_nhwc_grad_input) took FSRCNN-s x2 from 2.3 to 12.8 ms.
 //   - with the CPU's bfloat16 dot products, NCHW bfloat16 ops: the direct kernels run on float32 copies.
 //     With 2+ output channels per group every op (the RGB layer fwd 4.2 -> 2.7 ms, bwd 5.6 -> 4.8 ms); with
 //     one, the forward of narrow images or of 48+ input channels (FSRCNN x2 6.9 -> 5.8 ms, x3 6.5 -> 6.0,
@@ -210,7 +209,7 @@ bool direct_on_tiles(const ConvT2dShape& s, at::ScalarType t, bool nhwc, Op op) 
   const bool f32_tiles = !(t == at::kBFloat16 && cpu::bf16_gemm_available());
   const int64_t taps = s.cout_per_group() * s.kH * s.kW;
   const bool many_taps = f32_tiles && taps >= 48 && (!nhwc || s.C_out == 1);
-  if (op == Op::grad_input) return (!nhwc && s.cin_per_group() >= 48) || many_taps;
+  if (op == Op::grad_input) return !nhwc && (s.cin_per_group() >= 48 || many_taps);
   if (op == Op::grad_weight) return f32_tiles && nhwc && taps >= 48 && cpu::grad_weight_by_slices(s, true);
   if (s.W_in < 128 || many_taps) return true;
   return !nhwc && s.cin_per_group() >= 48 &&

@@ -401,6 +401,28 @@ inline void add_row(float* y, const float* z, int64_t n, bool avx2) {
   for (int64_t i = 0; i < n; ++i) y[i] += z[i];
 }
 
+// a (rows x cols, row stride lda) transposed into d (cols x rows, row stride ldd): 8 x 8 register blocks
+// with AVX2, the rest one value at a time.
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma"))) void transpose_blocks(const float* a, int64_t rows, int64_t cols, int64_t lda,
+                                                          float* d, int64_t ldd) {
+  for (int64_t i = 0; i + 8 <= rows; i += 8)
+    for (int64_t j = 0; j + 8 <= cols; j += 8) {
+      __m256 r[8];
+      for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(a + (i + k) * lda + j);
+      store_transposed8x8(r, d + j * ldd + i, ldd);
+    }
+}
+#endif
+void transpose_tile(const float* a, int64_t rows, int64_t cols, int64_t lda, float* d, int64_t ldd, bool avx2) {
+  int64_t R8 = 0, C8 = 0;
+#if defined(__x86_64__)
+  if (avx2) R8 = rows / 8 * 8, C8 = cols / 8 * 8, transpose_blocks(a, R8, C8, lda, d, ldd);
+#endif
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = i < R8 ? C8 : 0; j < cols; ++j) d[j * ldd + i] = a[i * lda + j];
+}
+
 // Tasks: (image, block of output channels), or bands of their input rows; Z tile = the block's (channel,
 // tap) rows x up to NB pixels.
 template <typename T>
@@ -426,6 +448,10 @@ void tiled_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor&
   const int64_t R = s.N * blocks >= 8 ? s.H_in : std::max(ceil_div(s.H_in, 16), ceil_div((s.kH - 1) * s.dH, s.sH));
   const int64_t bands = ceil_div(s.H_in, std::max<int64_t>(1, R));
   const bool avx2 = isa_level() >= 1;
+  // channels_last x (float32, one output channel in all: y's layout is NCHW's; see tiled_nhwc_forward): each
+  // block of pixels transposed in cache into B
+  const bool nhwc_x = !x.is_contiguous();
+  TORCH_INTERNAL_ASSERT(!nhwc_x || (kRows<T> == 1 && s.C_out == 1));
   std::vector<Range> kw_inputs(s.kW);  // the input columns each kw reaches
   for (int64_t kw = 0; kw < s.kW; ++kw) kw_inputs[kw] = inputs_for_tap(kw, s.W_in, s.W_out, s.sW, s.pW, s.dW);
   const float* bias = b.defined() ? b.const_data_ptr<float>() : nullptr;
@@ -439,12 +465,19 @@ void tiled_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor&
     const int64_t image_stride = kRows<T> == 2 ? Kp * HW : s.C_in * HW, first = kRows<T> == 2 ? 0 : g * cig * HW;
     // A task's work: the input rows [ih0, ih1) of image n into the planes of its channels [c0, c0 + nc):
     // y's (pre-filled, or stored once where the taps tile the output) or the deinterleaved ones at yd.
-    auto rows = [&](int64_t n, int64_t c0, int64_t nc, int64_t ih0, int64_t ih1, float* yd, float* z,
+    auto rows = [&](int64_t n, int64_t c0, int64_t nc, int64_t ih0, int64_t ih1, float* yd, float* z, T* xt,
                     std::vector<Run>& runs) {
       float* planes = yp + (n * s.C_out + g * cog + c0) * plane;
       for (int64_t j0 = ih0 * s.W_in; j0 < ih1 * s.W_in; j0 += NB) {
         const int64_t nb = std::min(NB, ih1 * s.W_in - j0);
-        kernel(nc * kk, nb, Kp, Kp, HW, NB, false, ap + c0 * kk * Kp, xp + n * image_stride + first + j0 * kRows<T>, z);
+        if constexpr (kRows<T> == 1) {
+          if (nhwc_x) {  // the block's pixels (rows of C_in) transposed in cache: channels x pixels
+            transpose_tile(xp + (n * HW + j0) * s.C_in + g * cig, nb, cig, s.C_in, xt, NB, avx2);
+            kernel(nc * kk, nb, Kp, Kp, NB, NB, false, ap + c0 * kk * Kp, xt, z);
+          }
+        }
+        if (!nhwc_x)
+          kernel(nc * kk, nb, Kp, Kp, HW, NB, false, ap + c0 * kk * Kp, xp + n * image_stride + first + j0 * kRows<T>, z);
         // col2im of the tile: y[n, c, ih*sH - pH + kh*dH, iw*sW - pW + kw*dW] += Z[(c, kh, kw), (ih, iw)],
         // row of Z by row, over the tile's runs of input rows.
         tile_runs(s, j0, nb, runs);
@@ -523,6 +556,7 @@ void tiled_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor&
     if (bands == 1) {
       parallel_tasks(s.N * blocks, 1, [&](int64_t t0, int64_t t1) {
         std::vector<float> z(cb * kk * NB);
+        const std::unique_ptr<T[]> xt(new T[nhwc_x ? cig * NB : 0]);
         // The deinterleaved planes: a per-thread buffer kept across calls up to 32 MB, as scratch() does
         // (megabytes for large outputs; a fresh vector per task chunk paid page faults each time).
         thread_local std::vector<float> kept;
@@ -533,7 +567,7 @@ void tiled_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor&
         for (int64_t t = t0; t < t1; ++t) {
           const int64_t n = t / blocks, c0 = (t % blocks) * cb, nc = std::min(cb, cog - c0);
           fill(n, c0, nc, 0, s.H_out, yd.data());
-          rows(n, c0, nc, 0, s.H_in, yd.data(), z.data(), runs);
+          rows(n, c0, nc, 0, s.H_in, yd.data(), z.data(), xt.get(), runs);
           if (phased) interleave_out(n, c0, nc, 0, s.H_out, yd.data());
         }
       });
@@ -558,10 +592,12 @@ void tiled_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor&
       const int64_t half = (bands - parity + 1) / 2;  // bands parity, parity + 2, ...
       parallel_tasks(units * half, 1, [&](int64_t t0, int64_t t1) {
         std::vector<float> z(cb * kk * NB);
+        const std::unique_ptr<T[]> xt(new T[nhwc_x ? cig * NB : 0]);
         std::vector<Run> runs;
         for (int64_t t = t0; t < t1; ++t) {
           const int64_t u = t / half, band = 2 * (t % half) + parity, c0 = (u % blocks) * cb;
-          rows(u / blocks, c0, std::min(cb, cog - c0), band * R, std::min(s.H_in, (band + 1) * R), yd_of(u), z.data(), runs);
+          rows(u / blocks, c0, std::min(cb, cog - c0), band * R, std::min(s.H_in, (band + 1) * R), yd_of(u), z.data(),
+               xt.get(), runs);
         }
       });
     }
@@ -824,28 +860,6 @@ void planes_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::T
     // gw[g*cig + ci, co, kh, kw] = acc[tap, co, ci]
     gw.narrow(0, g * cig, cig).view({cig, cog, kk}).copy_(acc.permute({2, 1, 0}));
   }
-}
-
-// a (rows x cols, row stride lda) transposed into d (cols x rows, row stride ldd): 8 x 8 register blocks
-// with AVX2, the rest one value at a time.
-#if defined(__x86_64__)
-__attribute__((target("avx2,fma"))) void transpose_blocks(const float* a, int64_t rows, int64_t cols, int64_t lda,
-                                                          float* d, int64_t ldd) {
-  for (int64_t i = 0; i + 8 <= rows; i += 8)
-    for (int64_t j = 0; j + 8 <= cols; j += 8) {
-      __m256 r[8];
-      for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(a + (i + k) * lda + j);
-      store_transposed8x8(r, d + j * ldd + i, ldd);
-    }
-}
-#endif
-void transpose_tile(const float* a, int64_t rows, int64_t cols, int64_t lda, float* d, int64_t ldd, bool avx2) {
-  int64_t R8 = 0, C8 = 0;
-#if defined(__x86_64__)
-  if (avx2) R8 = rows / 8 * 8, C8 = cols / 8 * 8, transpose_blocks(a, R8, C8, lda, d, ldd);
-#endif
-  for (int64_t i = 0; i < rows; ++i)
-    for (int64_t j = i < R8 ? C8 : 0; j < cols; ++j) d[j * ldd + i] = a[i * lda + j];
 }
 
 // float32 grad_weight with few output channels per group (the direct path's layers: FSRCNN's last layer, RGB
