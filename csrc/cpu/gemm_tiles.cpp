@@ -581,36 +581,42 @@ void tiled_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor&
     // output rows never run at once (R sH >= (kH - 1) dH: a band's outputs end before those of the band two
     // on begin), each output summing its bands in the same order whatever the thread count. The planes are
     // shared by a task's bands: y's, or one deinterleaved copy per task.
+    // The tasks in rounds of `round` whose deinterleaved planes together stay within 32 MB (or one task), so
+    // the planes never take more than that or one task's (about its output's size).
     const int64_t units = s.N * blocks;
-    const at::Tensor yd_all = phased ? scratch(Scratch::planes, units * yd_size, y.options()) : at::Tensor();
-    auto yd_of = [&](int64_t u) { return phased ? yd_all.mutable_data_ptr<float>() + u * yd_size : nullptr; };
+    const int64_t round = phased ? std::clamp<int64_t>((int64_t(8) << 20) / std::max<int64_t>(1, yd_size), 1, units) : units;
+    const at::Tensor yd_all = phased ? scratch(Scratch::planes, round * yd_size, y.options()) : at::Tensor();
     const int64_t row_tasks = ceil_div(s.H_out, 16);
-    parallel_tasks(units * row_tasks, 1, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) {
-        const int64_t u = t / row_tasks, oh0 = (t % row_tasks) * 16, c0 = (u % blocks) * cb;
-        fill(u / blocks, c0, std::min(cb, cog - c0), oh0, std::min(s.H_out, oh0 + 16), yd_of(u));
+    for (int64_t u0 = 0; u0 < units; u0 += round) {
+      const int64_t nu = std::min(round, units - u0);
+      auto yd_of = [&](int64_t u) { return phased ? yd_all.mutable_data_ptr<float>() + (u - u0) * yd_size : nullptr; };
+      parallel_tasks(nu * row_tasks, 1, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t u = u0 + t / row_tasks, oh0 = (t % row_tasks) * 16, c0 = (u % blocks) * cb;
+          fill(u / blocks, c0, std::min(cb, cog - c0), oh0, std::min(s.H_out, oh0 + 16), yd_of(u));
+        }
+      });
+      for (int64_t parity = 0; parity < 2; ++parity) {
+        const int64_t half = (bands - parity + 1) / 2;  // bands parity, parity + 2, ...
+        parallel_tasks(nu * half, 1, [&](int64_t t0, int64_t t1) {
+          std::vector<float> z(cb * kk * NB);
+          const std::unique_ptr<T[]> xt(new T[nhwc_x ? cig * NB : 0]);
+          std::vector<Run> runs;
+          for (int64_t t = t0; t < t1; ++t) {
+            const int64_t u = u0 + t / half, band = 2 * (t % half) + parity, c0 = (u % blocks) * cb;
+            rows(u / blocks, c0, std::min(cb, cog - c0), band * R, std::min(s.H_in, (band + 1) * R), yd_of(u),
+                 z.data(), xt.get(), runs);
+          }
+        });
       }
-    });
-    for (int64_t parity = 0; parity < 2; ++parity) {
-      const int64_t half = (bands - parity + 1) / 2;  // bands parity, parity + 2, ...
-      parallel_tasks(units * half, 1, [&](int64_t t0, int64_t t1) {
-        std::vector<float> z(cb * kk * NB);
-        const std::unique_ptr<T[]> xt(new T[nhwc_x ? cig * NB : 0]);
-        std::vector<Run> runs;
-        for (int64_t t = t0; t < t1; ++t) {
-          const int64_t u = t / half, band = 2 * (t % half) + parity, c0 = (u % blocks) * cb;
-          rows(u / blocks, c0, std::min(cb, cog - c0), band * R, std::min(s.H_in, (band + 1) * R), yd_of(u), z.data(),
-               xt.get(), runs);
-        }
-      });
+      if (phased)
+        parallel_tasks(nu * row_tasks, 1, [&](int64_t t0, int64_t t1) {
+          for (int64_t t = t0; t < t1; ++t) {
+            const int64_t u = u0 + t / row_tasks, oh0 = (t % row_tasks) * 16, c0 = (u % blocks) * cb;
+            interleave_out(u / blocks, c0, std::min(cb, cog - c0), oh0, std::min(s.H_out, oh0 + 16), yd_of(u));
+          }
+        });
     }
-    if (phased)
-      parallel_tasks(units * row_tasks, 1, [&](int64_t t0, int64_t t1) {
-        for (int64_t t = t0; t < t1; ++t) {
-          const int64_t u = t / row_tasks, oh0 = (t % row_tasks) * 16, c0 = (u % blocks) * cb;
-          interleave_out(u / blocks, c0, std::min(cb, cog - c0), oh0, std::min(s.H_out, oh0 + 16), yd_of(u));
-        }
-      });
   }
 }
 
@@ -873,12 +879,11 @@ void planes_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::T
 // Each slice (a fixed run of blocks of whole image rows: the same for any thread count) gathers its C
 // tiles as tiled_grad_input does (from the column-deinterleaved gy, shared with a fused backward's
 // grad_input, or straight from gy) and sums one product per block into its own partial; the partials are
-// added in slice order.
-//   - NCHW: gw_g (cig x taps) += X[block] (read in place: the channels' rows, HW apart) C_tile^T (the tile
-//     transposed in cache).
-//   - channels_last: gw_g^T (taps x cig) += C_tile X^T[block] (x's pixels read in place).
-// tiled_grad_weight's tap blocks have M = 16 on these shapes and stream X^T once per block, and the direct
-// kernels' dot products along the rows broadcast one value per FMA. gy's rows are read as NCHW:
+// added in slice order: gw_g^T (taps x cig) += C_tile X^T[block], x's pixels read in place (channels_last)
+// or the block of NCHW x transposed in cache (the tile transposed instead, with x's rows read in place as
+// A, ran 1.1-1.6x slower). tiled_grad_weight's tap blocks have M = 16 on these shapes and stream X^T once
+// per block. Taken by the channels_last layers of the direct path (direct_on_tiles); in NCHW their direct
+// kernels' dot products are as fast, so this serves the gemm path when forced. gy's rows are read as NCHW:
 // channels_last gy only with one output channel in all (the same memory) or when gathered from the
 // deinterleaved copy, which reads either layout.
 }  // namespace
