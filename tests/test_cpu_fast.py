@@ -486,6 +486,8 @@ ON_TILES = [
     Case("wide_32_to_1", 1, 32, 1, 3, 130, 9, 4, 4, 3),         # one output, 81 taps: forward and NCHW grad_input
                                                                  # (channels_last: grad_weight) on the tiles
     Case("k3_16_to_4", 1, 16, 4, 3, 130, 3, 1, 1, 0),           # 36 taps: direct
+    Case("k7_stride_1", 1, 16, 1, 3, 130, 7, 1, 3, 0),          # 49 taps: forward on the tiles, grad_input at
+                                                                 # stride 1 direct
 ]
 
 
@@ -499,7 +501,8 @@ def _expected_route(case, dtype, layout):
         if cog >= 2:
             return "gemm", "gemm", "gemm"
         on_tiles = case.W < 128 or cig >= 48 or BF16_ON_AMX
-        widened_on_tiles = "avx2" in ISAS and case.kernel[0] * case.kernel[1] >= 48  # grad_input, float32 tiles
+        widened_on_tiles = ("avx2" in ISAS and case.kernel[0] * case.kernel[1] >= 48  # grad_input, float32 tiles
+                            and case.stride[0] * case.stride[1] > 1)
         return "direct", "gemm" if on_tiles else "direct", "gemm" if widened_on_tiles else "direct"
     tiles = "gemm" if "avx2" in ISAS else "direct"  # the tiles need AVX2 or up
     all_phases = cog == 1 and case.dilation[1] == 1 and 2 <= case.stride[1] <= 4
@@ -511,7 +514,7 @@ def _expected_route(case, dtype, layout):
     gathered = case.stride[1] > 1 and case.kernel[1] * case.dilation[1] > case.stride[1]
     on_tiles = case.W < 128 or many_taps or (not nhwc and cig >= 48 and (
         cog >= 2 or (case.stride[0] * case.stride[1] >= 9 and not all_phases)))
-    grad_input_on_tiles = not nhwc and (cig >= 48 or many_taps)
+    grad_input_on_tiles = not nhwc and (cig >= 48 or (many_taps and case.stride[0] * case.stride[1] > 1))
     grad_weight_on_tiles = f32_tiles and nhwc and taps >= 48 and (case.C_out == 1 or gathered)
     return (tiles if grad_weight_on_tiles else "direct", tiles if on_tiles else "direct",
             tiles if grad_input_on_tiles else "direct")

@@ -140,13 +140,15 @@ at::Tensor widened(const at::Tensor& t) { return t.defined() ? t.to(at::kFloat) 
 
 enum class Op { forward, grad_input, grad_weight };
 
-// The NCHW bfloat16 grad_input of one output channel per group with 16+ input channels and 48+ taps (the SR
-// layers), unless a path is forced: on the float32 tiles, widened (their gathers copy runs of the
-// column-deinterleaved gy), rather than on the bfloat16 tiles (which gather pairs of rows from gy itself)
-// or the direct kernels. FSRCNN-s x3 3.3 -> 2.1 ms, x2 (56 channels) 6.1 -> 3.4.
+// The NCHW bfloat16 grad_input of one output channel per group with 16+ input channels, 48+ taps and strides
+// (the SR layers; see direct_on_tiles), unless a path is forced: on the float32 tiles, widened (their
+// gathers copy runs of the column-deinterleaved gy), rather than on the bfloat16 tiles (which gather pairs
+// of rows from gy itself) or the direct kernels. FSRCNN-s x3 3.34 -> 2.48 ms, x4 2.31 -> 1.60, FSRCNN x2
+// (56 channels) 6.08 -> 3.78.
 bool bf16_grad_input_widened_on_tiles(const ConvT2dShape& s, at::ScalarType t, bool nhwc, Op op) {
   return op == Op::grad_input && t == at::kBFloat16 && !nhwc && !cpu::path_forced() && cpu::bf16_gemm_available() &&
-         cpu::use_tiles(at::kFloat) && s.cout_per_group() == 1 && s.cin_per_group() >= 16 && s.kH * s.kW >= 48;
+         cpu::use_tiles(at::kFloat) && s.cout_per_group() == 1 && s.cin_per_group() >= 16 && s.kH * s.kW >= 48 &&
+         s.sH * s.sW > 1;
 }
 
 // bfloat16 on the gemm path with the CPU's bfloat16 dot products (gemm_tiles.cpp): the images and the
@@ -169,7 +171,8 @@ at::Tensor operand(const at::Tensor& t, bool native) { return native ? t : widen
 //     was one task, on one thread), 1.4-2.2x faster than the direct all-phases kernel: FSRCNN x2/x4 5.3 ->
 //     2.5 / 3.1 -> 1.7 ms, FSRCNN-s x2/x3/x4 3.2 -> 1.7 / 3.6 -> 1.9 / 1.9 -> 1.3; channels_last x2/x4
 //     1.3-1.4x (one output channel; 64->3 there 3.3x slower on the tiles). 64->3 on 32 channels 1.1x,
-//     24->2 k5s2 even; 16->4 k3s1 (36 taps) even, left direct.
+//     24->2 k5s2 even, 16->4 k4s2 / 24->3 k4s2 / 16->1 k7s1 / 32->4 k5s1 / 48->2 k6s3 on 256x256 1.3 / 1.6 /
+//     2.3 / 1.8 / 2.0x; 16->4 k3s1 (36 taps) even, left direct.
 //   - the NCHW forward of wider images with 48+ input channels per group and 2+ output channels per group
 //     (the tiles' Z rows, output channels x taps, are then 160+ and the direct strips are narrow), or one
 //     output channel with strides of 3+ that the direct all-phases kernel does not take (sW > 4 or dW > 1).
@@ -184,9 +187,10 @@ at::Tensor operand(const at::Tensor& t, bool native) { return native ? t : widen
 //     column-deinterleaved gy (gemm_tiles.cpp), sharing it with a fused backward's direct grad_weight.
 //     gemm / direct time, interleaved: FSRCNN x2/x3/x4 0.91/0.89/0.85, 16 x 48x48 patches 0.89, the RGB
 //     layer 0.95, DCGAN 64->3 0.81 (whole fused backward 0.82-0.98). Since the tiles' gathers copy whole
-//     runs (memcpy), 32 input channels too: FSRCNN-s x2/x3/x4 0.88/0.72/0.66; 64->3 on 32 channels 0.87,
-//     24->2 k5s2 0.78. Left direct: 36 taps (16->4 k3s1: 1.35). channels_last gx stays direct (vectorised
-//     along the channels): its tiles (tiled_nhwc_grad_input) took FSRCNN-s x2 from 2.3 to 12.8 ms.
+//     runs (memcpy), 32 input channels too, with strides: FSRCNN-s x2/x3/x4 0.88/0.72/0.66; 64->3 on 32
+//     channels 0.87, 24->2 k5s2 0.78, 16->4 k4s2 0.72, 24->3 k4s2 0.53. Left direct: 36 taps (16->4 k3s1:
+//     1.35), stride 1 (16->1 k7s1 1.9, 32->4 k5s1 1.0). channels_last gx stays direct (vectorised along the
+//     channels): its tiles (tiled_nhwc_grad_input) took FSRCNN-s x2 from 2.3 to 12.8 ms.
 //   - with the CPU's bfloat16 dot products, NCHW bfloat16 ops: the direct kernels run on float32 copies.
 //     With 2+ output channels per group every op (the RGB layer fwd 4.2 -> 2.7 ms, bwd 5.6 -> 4.8 ms); with
 //     one, the forward of narrow images or of 48+ input channels (FSRCNN x2 6.9 -> 5.8 ms, x3 6.5 -> 6.0,
@@ -209,7 +213,7 @@ bool direct_on_tiles(const ConvT2dShape& s, at::ScalarType t, bool nhwc, Op op) 
   const bool f32_tiles = !(t == at::kBFloat16 && cpu::bf16_gemm_available());
   const int64_t taps = s.cout_per_group() * s.kH * s.kW;
   const bool many_taps = f32_tiles && taps >= 48 && (!nhwc || s.C_out == 1);
-  if (op == Op::grad_input) return !nhwc && (s.cin_per_group() >= 48 || many_taps);
+  if (op == Op::grad_input) return !nhwc && (s.cin_per_group() >= 48 || (many_taps && s.sH * s.sW > 1));
   if (op == Op::grad_weight) return f32_tiles && nhwc && taps >= 48 && cpu::grad_weight_by_slices(s, true);
   if (s.W_in < 128 || many_taps) return true;
   return !nhwc && s.cin_per_group() >= 48 &&
