@@ -164,8 +164,8 @@ at::Tensor operand(const at::Tensor& t, bool native) { return native ? t : widen
 // input channels per group, so the GEMMs' K is worth it. Measured interleaved, 2 threads, AVX-512:
 //   - the forward of narrow images (W_in < 128): the direct kernel's strips then hold only 1-4 vectors.
 //     16 x 48x48 SR patches went from 5.9 to 2.4 ms, DCGAN 64->3 from 3.1 to 1.6 ms; channels_last alike.
-//     Wider images stay direct: FSRCNN on 256x256 ties in float32 and is 1.5-2x slower on the tiles in
-//     channels_last.
+//     (Wider images stayed direct then: FSRCNN on 256x256 tied in float32 and was 1.5-2x slower on the tiles
+//     in channels_last, on one thread per image; see the next item.)
 //   - the forward where the tiles' Z has 48+ rows (taps, cout_per_group kH kW): NCHW, or channels_last with
 //     one output channel. Since the tiled forward splits one image's output channel into bands of rows (it
 //     was one task, on one thread), 1.4-2.2x faster than the direct all-phases kernel: FSRCNN x2/x4 5.3 ->
@@ -181,7 +181,7 @@ at::Tensor operand(const at::Tensor& t, bool native) { return native ? t : widen
 //     output channels): one output channel 1.5-2.1 (FSRCNN x3/x4, 32 and 56 channels), so it stays direct;
 //     2-3 output channels 0.86-1.18 (64->3 1.04, 56->2 s3 0.86, 48->2 1.09, 128->3 1.18), a draw, left on
 //     the tiles. Left direct, where it was faster: 32 input channels 1.01-1.64 (one exception: 32->4 k5
-//     0.54-0.69); channels_last 1.3-4.6.
+//     0.54-0.69); channels_last 1.3-4.6. (Measured before the row bands: the item above now takes these.)
 //   - the NCHW grad_input (float32 operands, or widened) with 48+ input channels per group, or where the
 //     GEMM's K, the taps cout_per_group kH kW, is 48+. The tiles gather their im2col rows from the
 //     column-deinterleaved gy (gemm_tiles.cpp), sharing it with a fused backward's direct grad_weight.

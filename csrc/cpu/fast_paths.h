@@ -29,7 +29,10 @@
 //   generic (conv_transpose2d.cpp): plain loops, every dtype.
 // Unless a path is forced, direct-path configurations with 16+ input channels per group hand some ops to the
 // tiled gemm kernels, where those are faster (direct_on_tiles in conv_transpose2d.cpp): the forward of narrow
-// images, the NCHW grad_input with 48+ input channels, and with native bfloat16 GEMMs every NCHW bfloat16 op.
+// images or with 48+ taps (NCHW, or channels_last with one output channel; the tiled forward then splits a
+// lone image into bands of rows), the NCHW grad_input with 48+ input channels or with 48+ taps and strides,
+// the channels_last grad_weight with 48+ taps (sliced_grad_weight), and with native bfloat16 GEMMs every
+// NCHW bfloat16 op with 2+ output channels.
 // Large temporaries live in per-thread scratch buffers reused across calls (scratch()).
 // float16 and bfloat16 take the path float32 would (direct or gemm), on operands widened to float32 and
 // a float32 result rounded once at the end (conv_transpose2d.cpp); forced to generic, they run natively.
