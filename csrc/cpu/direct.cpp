@@ -661,10 +661,6 @@ int64_t direct_gy_width(const ConvT2dShape& s) {
 }
 
 // ---- forward -------------------------------------------------------------------------------------------
-at::Tensor nchw_copy(const ConvT2dShape& s, const at::Tensor& x) {
-  return padded_image_rows(s, x, 0, s.N, 0, s.H_in, 0, s.W_in).view({s.N, s.C_in, s.H_in, s.W_in});
-}
-
 bool direct_forward_all_phases(const ConvT2dShape& s) {
   return s.cout_per_group() <= 4 && s.dW == 1 && s.sW >= 2 && s.sW <= 4;
 }
@@ -878,7 +874,7 @@ void direct_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Te
   const auto gyd = deinterleave_columns(s, gy, Wd);
   const float* gp = gyd.const_data_ptr<float>();
   // w as (groups, cog, kH, kW, cig): a block's channels contiguous for each tap (the strip's wcb == 1).
-  const auto wt = w.view({s.groups, cig, cog, s.kH, s.kW}).permute({0, 2, 3, 4, 1}).contiguous();
+  const auto wt = w.reshape({s.groups, cig, cog, s.kH, s.kW}).permute({0, 2, 3, 4, 1}).contiguous();
   const float* wp = wt.const_data_ptr<float>();
   float* gxp = gx.mutable_data_ptr<float>();
   const bool nhwc = !gx.is_contiguous();  // channels_last gx (see launch_layout): written in place

@@ -116,9 +116,6 @@ void direct_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor
 // column strides 2-4, no column dilation; on a vector ISA, where a kernel fits its registers): the
 // all-phases kernel.
 bool direct_forward_all_phases(const ConvT2dShape& s);
-// x (NCHW or channels_last, any floating type) as a contiguous NCHW float32 copy, in the scratch buffer of
-// the direct forward's padded copies.
-at::Tensor nchw_copy(const ConvT2dShape& s, const at::Tensor& x);
 void direct_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& w, const at::Tensor& gx);
 void direct_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw);
 
