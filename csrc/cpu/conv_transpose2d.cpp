@@ -140,15 +140,21 @@ at::Tensor widened(const at::Tensor& t) { return t.defined() ? t.to(at::kFloat) 
 
 enum class Op { forward, grad_input, grad_weight };
 
+// Whether a direct-path grad_input's GEMM on the float32 tiles has a K worth it for few input channels (see
+// direct_on_tiles): NCHW gx, 48+ taps (cout_per_group kH kW) and strides.
+bool grad_input_many_taps(const ConvT2dShape& s, bool nhwc) {
+  return !nhwc && s.cout_per_group() * s.kH * s.kW >= 48 && s.sH * s.sW > 1;
+}
+
 // The NCHW bfloat16 grad_input of one output channel per group with 16+ input channels, 48+ taps and strides
 // (the SR layers; see direct_on_tiles), unless a path is forced: on the float32 tiles, widened (their
 // gathers copy runs of the column-deinterleaved gy), rather than on the bfloat16 tiles (which gather pairs
 // of rows from gy itself) or the direct kernels. FSRCNN-s x3 3.34 -> 2.48 ms, x4 2.31 -> 1.60, FSRCNN x2
 // (56 channels) 6.08 -> 3.78.
 bool bf16_grad_input_widened_on_tiles(const ConvT2dShape& s, at::ScalarType t, bool nhwc, Op op) {
-  return op == Op::grad_input && t == at::kBFloat16 && !nhwc && !cpu::path_forced() && cpu::bf16_gemm_available() &&
-         cpu::use_tiles(at::kFloat) && s.cout_per_group() == 1 && s.cin_per_group() >= 16 && s.kH * s.kW >= 48 &&
-         s.sH * s.sW > 1;
+  return op == Op::grad_input && t == at::kBFloat16 && !cpu::path_forced() && cpu::bf16_gemm_available() &&
+         cpu::use_tiles(at::kFloat) && s.cout_per_group() == 1 && s.cin_per_group() >= 16 &&
+         grad_input_many_taps(s, nhwc);
 }
 
 // bfloat16 on the gemm path with the CPU's bfloat16 dot products (gemm_tiles.cpp): the images and the
@@ -213,7 +219,8 @@ bool direct_on_tiles(const ConvT2dShape& s, at::ScalarType t, bool nhwc, Op op) 
   const bool f32_tiles = !(t == at::kBFloat16 && cpu::bf16_gemm_available());
   const int64_t taps = s.cout_per_group() * s.kH * s.kW;
   const bool many_taps = f32_tiles && taps >= 48 && (!nhwc || s.C_out == 1);
-  if (op == Op::grad_input) return !nhwc && (s.cin_per_group() >= 48 || (many_taps && s.sH * s.sW > 1));
+  if (op == Op::grad_input)
+    return (!nhwc && s.cin_per_group() >= 48) || (f32_tiles && grad_input_many_taps(s, nhwc));
   if (op == Op::grad_weight) return f32_tiles && nhwc && taps >= 48 && cpu::grad_weight_by_slices(s, true);
   if (s.W_in < 128 || many_taps) return true;
   return !nhwc && s.cin_per_group() >= 48 &&

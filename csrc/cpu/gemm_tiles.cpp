@@ -402,16 +402,12 @@ inline void add_row(float* y, const float* z, int64_t n, bool avx2) {
 }
 
 // a (rows x cols, row stride lda) transposed into d (cols x rows, row stride ldd): 8 x 8 register blocks
-// with AVX2, the rest one value at a time.
+// (transpose8x8) with AVX2, the rest one value at a time. Also for 32-bit words (bfloat16 pairs) as floats.
 #if defined(__x86_64__)
 __attribute__((target("avx2,fma"))) void transpose_blocks(const float* a, int64_t rows, int64_t cols, int64_t lda,
                                                           float* d, int64_t ldd) {
   for (int64_t i = 0; i + 8 <= rows; i += 8)
-    for (int64_t j = 0; j + 8 <= cols; j += 8) {
-      __m256 r[8];
-      for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(a + (i + k) * lda + j);
-      store_transposed8x8(r, d + j * ldd + i, ldd);
-    }
+    for (int64_t j = 0; j + 8 <= cols; j += 8) transpose8x8(a + i * lda + j, lda, d + j * ldd + i, ldd);
 }
 #endif
 void transpose_tile(const float* a, int64_t rows, int64_t cols, int64_t lda, float* d, int64_t ldd, bool avx2) {
@@ -473,14 +469,15 @@ void tiled_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Tensor&
       float* planes = yp + (n * s.C_out + g * cog + c0) * plane;
       for (int64_t j0 = ih0 * s.W_in; j0 < ih1 * s.W_in; j0 += NB) {
         const int64_t nb = std::min(NB, ih1 * s.W_in - j0);
+        const T* bp = xp + n * image_stride + first + j0 * kRows<T>;  // B: x's channels, HW apart
+        int64_t ldb = HW;
         if constexpr (kRows<T> == 1) {
           if (nhwc_x) {  // the block's pixels (rows of C_in) transposed in cache: channels x pixels
             transpose_tile(xp + (n * HW + j0) * s.C_in + g * cig, nb, cig, s.C_in, xt, NB, avx2);
-            kernel(nc * kk, nb, Kp, Kp, NB, NB, false, ap + c0 * kk * Kp, xt, z);
+            bp = xt, ldb = NB;
           }
         }
-        if (!nhwc_x)
-          kernel(nc * kk, nb, Kp, Kp, HW, NB, false, ap + c0 * kk * Kp, xp + n * image_stride + first + j0 * kRows<T>, z);
+        kernel(nc * kk, nb, Kp, Kp, ldb, NB, false, ap + c0 * kk * Kp, bp, z);
         // col2im of the tile: y[n, c, ih*sH - pH + kh*dH, iw*sW - pW + kw*dW] += Z[(c, kh, kw), (ih, iw)],
         // row of Z by row, over the tile's runs of input rows.
         tile_runs(s, j0, nb, runs);
@@ -810,25 +807,19 @@ at::Tensor grid_xt(const ConvT2dShape& s, const at::Tensor& x, int64_t c0, int64
   auto out = scratch(Scratch::packed_x, s.N * grid * count, x.options()).view({s.N, grid, count});
   const T* src = x.const_data_ptr<T>();
   T* dst = out.mutable_data_ptr<T>();
-  // in 8 x 8 blocks when every image row is a whole number of words (and word-aligned), with AVX2
-  const bool words = s.W_in % kR == 0 && isa_level() >= 1;
+  // a transpose of words when every image row is a whole number of them (and word-aligned)
+  const bool words = s.W_in % kR == 0, avx2 = isa_level() >= 1;
   parallel_tasks(s.N * s.H_in, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t n = t / s.H_in, ih = t % s.H_in;
       T* d = dst + (n * grid + ih * Wd) * count;  // pixel iw, channel c at ((iw / kR) * count + c) * kR + iw % kR
       const T* a = src + (n * s.C_in + c0) * HW + ih * s.W_in;  // channel c's row at a + c * HW
-      int64_t C8 = 0, V8 = 0;  // done in blocks: channels [0, C8) x words [0, V8)
-#if defined(__x86_64__)
-      if (words) {
-        C8 = count / 8 * 8, V8 = s.W_in / kR / 8 * 8;
-        for (int64_t c = 0; c < C8; c += 8)
-          for (int64_t v = 0; v < V8; v += 8)
-            transpose8x8(reinterpret_cast<const float*>(a + c * HW) + v, HW / kR,
-                         reinterpret_cast<float*>(d) + v * count + c, count);
-      }
-#endif
-      for (int64_t c = 0; c < count; ++c)
-        for (int64_t iw = c < C8 ? V8 * kR : 0; iw < s.W_in; ++iw) d[((iw / kR) * count + c) * kR + iw % kR] = a[c * HW + iw];
+      if (words)
+        transpose_tile(reinterpret_cast<const float*>(a), count, s.W_in / kR, HW / kR, reinterpret_cast<float*>(d),
+                       count, avx2);
+      else
+        for (int64_t c = 0; c < count; ++c)
+          for (int64_t iw = 0; iw < s.W_in; ++iw) d[((iw / kR) * count + c) * kR + iw % kR] = a[c * HW + iw];
       for (int64_t iw = s.W_in; iw < Wd; ++iw)  // the grid's columns past the image: zero rows
         for (int64_t c = 0; c < count; ++c) d[((iw / kR) * count + c) * kR + iw % kR] = T(0.f);
     }
