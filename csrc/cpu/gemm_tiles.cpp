@@ -213,35 +213,35 @@ at::Tensor forward_b(const ConvT2dShape& s, const at::Tensor& x, int64_t c0, int
 // Channels [c0, c0 + count) of every image of NCHW x as B = X^T (HW x count) for grad_weight, per image:
 // (N, HWp, count) with HWp = padded_k(HW), pixels in interleaved pairs for bfloat16 (a zero pixel last
 // when HW is odd).
+void transpose_tile(const float* a, int64_t rows, int64_t cols, int64_t lda, float* d, int64_t ldd, bool avx2);
+
 template <typename T>
 at::Tensor weight_b(const ConvT2dShape& s, const at::Tensor& x, int64_t c0, int64_t count) {
   const int64_t HW = s.H_in * s.W_in, HWp = padded_k<T>(HW), rows = HWp / kRows<T>;
   auto out = scratch(Scratch::packed_x, s.N * HWp * count, x.options()).view({s.N, HWp, count});
   const T* src = x.const_data_ptr<T>();
   T* dst = out.mutable_data_ptr<T>();
-  // A transpose of 32-bit words (a float, or a pair of neighbouring bfloat16 pixels), in blocks of 16 rows
-  // of B so that the 16 rows being written stay in cache.
-  constexpr int64_t QB = 16;
+  // A transpose of 32-bit words (a float, or a pair of neighbouring bfloat16 pixels), in blocks of 64 rows
+  // of B so that the rows being written stay in cache; 8 x 8 register blocks (transpose_tile) where the
+  // words are whole (the value-at-a-time loop had taken 15% of U-Net k2s2's grad_weight).
+  constexpr int64_t QB = 64;
   const int64_t blocks = ceil_div(rows, QB);
+  const bool words = kRows<T> == 1 || HW % 2 == 0, avx2 = isa_level() >= 1;
   parallel_tasks(s.N * blocks, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t n = t / blocks, q0 = (t % blocks) * QB, q1 = std::min(rows, q0 + QB);
       T* d = dst + n * HWp * count;
-      for (int64_t c = 0; c < count; ++c) {
-        const T* a = src + (n * s.C_in + c0 + c) * HW;
-        if constexpr (kRows<T> == 1) {
-          for (int64_t q = q0; q < q1; ++q) d[q * count + c] = a[q];
-        } else if (HW % 2 == 0) {  // channel rows start 4-byte aligned: word loads
-          const auto* aw = reinterpret_cast<const u32a*>(a);
-          auto* dw = reinterpret_cast<u32a*>(d);
-          for (int64_t q = q0; q < q1; ++q) dw[q * count + c] = aw[q];
-        } else {
-          for (int64_t q = q0; q < q1; ++q) {
-            d[(q * count + c) * 2] = a[2 * q];
-            d[(q * count + c) * 2 + 1] = 2 * q + 1 < HW ? a[2 * q + 1] : T(0.f);
-          }
-        }
+      const T* a = src + (n * s.C_in + c0) * HW;  // channel c's pixels at a + c * HW
+      if (words) {  // (bfloat16: channel rows start 4-byte aligned)
+        transpose_tile(reinterpret_cast<const float*>(a) + q0, count, q1 - q0, HW / kRows<T>,
+                       reinterpret_cast<float*>(d) + q0 * count, count, avx2);
+        continue;
       }
+      for (int64_t c = 0; c < count; ++c)
+        for (int64_t q = q0; q < q1; ++q) {
+          d[(q * count + c) * 2] = a[c * HW + 2 * q];
+          d[(q * count + c) * 2 + 1] = 2 * q + 1 < HW ? a[c * HW + 2 * q + 1] : T(0.f);
+        }
     }
   });
   return out;
@@ -753,7 +753,13 @@ struct GyPlanes {
     // q grows with k: the first tap has the least, the last the greatest
     Ha = s.H_in + shift(s.kH - 1, s.dH, s.pH, s.sH) - qh0;
     Wd = ceil_div(s.W_in + shift(s.kW - 1, s.dW, s.pW, s.sW) - qw0, rows) * rows, size = Ha * Wd;
+    // columns b in [b0[rw], b1[rw]) of a phase-rw plane row hold gy's ow = sW (b + qw0) + rw in [0, W_out)
+    for (int64_t rw = 0; rw < s.sW; ++rw) {
+      b0.push_back(std::clamp<int64_t>(ceil_div(-rw, s.sW) - qw0, 0, Wd));
+      b1.push_back(std::clamp<int64_t>(floor_div(s.W_out - 1 - rw, s.sW) + 1 - qw0, b0.back(), Wd));
+    }
   }
+  std::vector<int64_t> b0, b1;
   // Tap k's q and r along a dimension: k d - p = st q + r.
   static int64_t shift(int64_t k, int64_t d, int64_t p, int64_t st) { return floor_div(k * d - p, st); }
   static int64_t rest(int64_t k, int64_t d, int64_t p, int64_t st) { return k * d - p - st * shift(k, d, p, st); }
@@ -766,35 +772,60 @@ struct GyPlanes {
   }
 };
 
+// d[b] = g[2 b] for b < n: AVX2 vectors (pairs of loads, one shuffle and one permute per 8 values), the
+// last (partial) vector with masked loads and stores, so that nothing past g[2 n - 2] is read.
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma"))) inline __m256 even_lanes(__m256 lo, __m256 hi) {
+  // [lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6] -> [lo0 lo2 lo4 lo6 hi0 hi2 hi4 hi6]
+  const __m256 e = _mm256_shuffle_ps(lo, hi, 0x88);
+  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8));
+}
+__attribute__((target("avx2,fma"))) void even_values_avx2(const float* g, int64_t n, float* d) {
+  int64_t b = 0;
+  for (; b + 9 <= n; b += 8)  // (b + 8 < n: the load of g[2 b + 15] stays before g[2 (n - 1)])
+    _mm256_storeu_ps(d + b, even_lanes(_mm256_loadu_ps(g + 2 * b), _mm256_loadu_ps(g + 2 * b + 8)));
+  if (b < n) {  // 1-8 values left, read from g[2 b, 2 n - 1)
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const int m = int(2 * (n - b) - 1);
+    const __m256 lo = _mm256_maskload_ps(g + 2 * b, _mm256_cmpgt_epi32(_mm256_set1_epi32(m), iota));
+    const __m256 hi = _mm256_maskload_ps(g + 2 * b + 8, _mm256_cmpgt_epi32(_mm256_set1_epi32(m - 8), iota));
+    _mm256_maskstore_ps(d + b, _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n - b)), iota), even_lanes(lo, hi));
+  }
+}
+#endif
+// d[b] = g[step b] for b < n.
 template <typename T>
-at::Tensor gy_planes(const ConvT2dShape& s, const GyPlanes& P, const at::Tensor& gy) {
-  const int64_t planes = s.N * P.phases * s.C_out;
-  // + Wd: the last tap's run reads up to Wd values past the last plane (into the zero-X columns)
-  auto out = scratch(Scratch::deinterleaved_gy, planes * P.size + P.Wd, gy.options());
-  const T* src = gy.const_data_ptr<T>();
-  T* dst = out.mutable_data_ptr<T>();
-  std::fill(dst + planes * P.size, dst + planes * P.size + P.Wd, T(0.f));
-  parallel_tasks(planes * P.Ha, std::max<int64_t>(1, 16384 / P.Wd), [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t plane = t / P.Ha, co = plane % s.C_out, phase = plane / s.C_out % P.phases;
-      const int64_t n = plane / s.C_out / P.phases, rh = phase / s.sW, rw = phase % s.sW;
-      const int64_t oh = s.sH * (t % P.Ha + P.qh0) + rh;
-      T* dr = dst + t * P.Wd;
-      if (oh < 0 || oh >= s.H_out) {
-        std::fill(dr, dr + P.Wd, T(0.f));
-        continue;
+void strided_values(const T* g, int64_t step, int64_t n, T* d, bool avx2) {
+  if (step == 1) return (void)std::copy(g, g + n, d);
+#if defined(__x86_64__)
+  if constexpr (std::is_same_v<T, float>)
+    if (avx2 && step == 2) return even_values_avx2(g, n, d);
+#endif
+  for (int64_t b = 0; b < n; ++b) d[b] = g[step * b];
+}
+
+// The planes of image n and gy channels [co0, co0 + cb), every phase: plane (phase, co) at dst + (phase cb +
+// co - co0) size. Each gy row is read once, its sW column phases written one after the other.
+template <typename T>
+void build_planes(const ConvT2dShape& s, const GyPlanes& P, const T* gy, int64_t n, int64_t co0, int64_t cb, T* dst,
+                  bool avx2) {
+  for (int64_t c = 0; c < cb; ++c)
+    for (int64_t a = 0; a < P.Ha; ++a)
+      for (int64_t rh = 0; rh < s.sH; ++rh) {
+        const int64_t oh = s.sH * (a + P.qh0) + rh;
+        for (int64_t rw = 0; rw < s.sW; ++rw) {
+          T* dr = dst + ((rh * s.sW + rw) * cb + c) * P.size + a * P.Wd;
+          if (oh < 0 || oh >= s.H_out) {
+            std::fill(dr, dr + P.Wd, T(0.f));
+            continue;
+          }
+          const int64_t b0 = P.b0[rw], b1 = P.b1[rw];
+          const T* gr = gy + ((n * s.C_out + co0 + c) * s.H_out + oh) * s.W_out + rw + s.sW * P.qw0;  // b at gr + sW b
+          for (int64_t b = 0; b < b0; ++b) dr[b] = T(0.f);  // (a few values: no memset calls)
+          strided_values(gr + s.sW * b0, s.sW, b1 - b0, dr + b0, avx2);
+          for (int64_t b = b1; b < P.Wd; ++b) dr[b] = T(0.f);
+        }
       }
-      // columns b in [b0, b1) hold gy's ow = sW (b + qw0) + rw in [0, W_out)
-      const int64_t b0 = std::clamp<int64_t>(ceil_div(-rw, s.sW) - P.qw0, 0, P.Wd);
-      const int64_t b1 = std::clamp<int64_t>(floor_div(s.W_out - 1 - rw, s.sW) + 1 - P.qw0, b0, P.Wd);
-      const T* gr = src + ((n * s.C_out + co) * s.H_out + oh) * s.W_out + rw + s.sW * P.qw0;  // b's at gr + sW b
-      std::fill(dr, dr + b0, T(0.f));
-      if (s.sW == 1) std::copy(gr + b0, gr + b1, dr + b0);
-      else for (int64_t b = b0; b < b1; ++b) dr[b] = gr[s.sW * b];
-      std::fill(dr + b1, dr + P.Wd, T(0.f));
-    }
-  });
-  return out;
 }
 
 // Channels [c0, c0 + count) of x as X^T on the padded grid: (N, H_in * Wd, count), the rows of the grid's
@@ -835,29 +866,34 @@ void planes_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::T
   // X^T chunk ~256 KB (float32), in whole pairs of rows (bfloat16)
   const int64_t KC = std::clamp<int64_t>(65536 / std::max<int64_t>(1, cig), 64, 1024) / kRows<T> * kRows<T>;
   const int64_t CB = std::min<int64_t>(cog, 16), tasks = ceil_div(cog, CB);  // (16 x 16 x 64 was no faster on AMX)
-  const at::Tensor planes = gy_planes<T>(s, P, gy);
-  const T* pp = planes.const_data_ptr<T>();
-  std::vector<int64_t> offsets(kk);  // tap's run: its phase's planes (of image 0, co 0), then the shift
+  const T* src = gy.const_data_ptr<T>();
+  const bool avx2 = isa_level() >= 1;
+  std::vector<int64_t> phase(kk), shift(kk);  // tap's plane group, and the offset of its run within a plane
   for (int64_t kh = 0; kh < s.kH; ++kh)
     for (int64_t kw = 0; kw < s.kW; ++kw)
-      offsets[kh * s.kW + kw] = P.phase(s, kh, kw) * s.C_out * P.size + P.tap_offset(s, kh, kw);
+      phase[kh * s.kW + kw] = P.phase(s, kh, kw), shift[kh * s.kW + kw] = P.tap_offset(s, kh, kw);
   auto acc = at::empty({kk, cog, cig}, gw.options());  // gw_g as (tap, co, ci)
   float* accp = acc.mutable_data_ptr<float>();
   for (int64_t g = 0; g < s.groups; ++g) {
     const at::Tensor xt = grid_xt<T>(s, x, g * cig, cig, P.Wd);
     const T* xp = xt.const_data_ptr<T>();
     parallel_tasks(tasks, 1, [&](int64_t t0, int64_t t1) {
+      // The task's planes of one image, built right before its GEMMs read them (in cache; one pass over gy
+      // for all tasks). + Wd: the last tap's run reads up to Wd values past the last plane (into the zero-X
+      // columns), which stay zero.
+      std::vector<T> planes(P.phases * CB * P.size + P.Wd, T(0.f));
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t co0 = t * CB, cb = std::min(CB, cog - co0);
-        for (int64_t n = 0; n < s.N; ++n)
+        for (int64_t n = 0; n < s.N; ++n) {
+          build_planes(s, P, src, n, g * cog + co0, cb, planes.data(), avx2);
           for (int64_t j0 = 0; j0 < grid; j0 += KC) {
             const int64_t kc = std::min(KC, grid - j0);
-            // rows co of A: the planes of (n, phase, g*cog + co), size apart
-            const T* a = pp + (n * P.phases * s.C_out + g * cog + co0) * P.size + j0;
+            // rows co of A: the planes (phase, co), size apart
             for (int64_t tap = 0; tap < kk; ++tap)
-              kernel(cb, cig, kc, P.size, cig, cig, n > 0 || j0 > 0, a + offsets[tap],
+              kernel(cb, cig, kc, P.size, cig, cig, n > 0 || j0 > 0, planes.data() + phase[tap] * cb * P.size + shift[tap] + j0,
                      xp + (n * grid + j0) * cig, accp + (tap * cog + co0) * cig);
           }
+        }
       }
     });
     // gw[g*cig + ci, co, kh, kw] = acc[tap, co, ci]
