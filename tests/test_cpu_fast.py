@@ -304,20 +304,26 @@ def test_tiled_forward_in_row_bands(case, dtype):
     assert torch.equal(one, two)
 
 
-# NCHW grad_weight on gy's stride-phase planes (kernel > stride, 16+ output channels, rows of 16+): taps of a
-# phase shifted within its planes, negative shifts (padding past the kernel), dilation, output_padding.
+# grad_weight on gy's stride-phase planes, built per task and image (NCHW: kernel > stride, 16+ output
+# channels, rows of 16+, or stride 1; channels_last float32: stride 1): taps of a phase shifted within its
+# planes, negative shifts (padding past the kernel), dilation, output_padding, groups, odd widths (the
+# stride-2 column split's partial vectors).
 PLANES_CASES = [
     Case("planes_k4s2", 2, 12, 16, 5, 16, 4, 2, 1),
     Case("planes_k5s3_dilated", 1, 8, 17, 4, 18, 5, 3, 4, 2, dilation=(1, 2)),
     Case("planes_k3s2_op_wide", 2, 10, 20, 6, 17, (3, 4), 2, (2, 1), 1),
+    Case("planes_k4s2_odd_out", 2, 9, 17, 3, 21, 4, 2, 1, 1),
+    Case("planes_k3s1_groups", 2, 18, 34, 5, 19, 3, 1, 1, groups=2),
+    Case("planes_k5s1_dilated", 1, 8, 16, 6, 17, 5, 1, (4, 1), dilation=(2, 1)),
 ]
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
 @pytest.mark.parametrize("case", PLANES_CASES, ids=str)
-def test_grad_weight_on_stride_planes(case, dtype):
+def test_grad_weight_on_stride_planes(case, dtype, layout):
     with dispatch.forced(path="gemm"):
-        _check_on_path(case, dtype, "gemm", seed=5)
+        _check_on_path(case, dtype, "gemm", seed=5, layout=layout)
 
 
 # float32 grad_weight with few output channels on the tiles, all taps at once in slices of the pixels (NCHW
