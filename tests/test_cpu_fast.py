@@ -326,6 +326,29 @@ def test_grad_weight_on_stride_planes(case, dtype, layout):
         _check_on_path(case, dtype, "gemm", seed=5, layout=layout)
 
 
+# The stacked GEMMs in rounds of images where the padded NHWC copy exceeds 4 MB: each round's copy made
+# before its blocks read it. A forward at stride 1 (one image per round), a strided grad_input's
+# correlation (gy's row classes), a column-dilated forward (column classes), channels_last included.
+ROUNDS_CASES = [
+    Case("rounds_k3s1", 9, 64, 16, 70, 72, 3, 1, 1),
+    Case("rounds_k4s2_grad_input", 9, 16, 64, 36, 35, 4, 2, 1),
+    Case("rounds_k3_dilated", 7, 80, 16, 66, 66, 3, 1, 2, dilation=(1, 2)),
+]
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("case", ROUNDS_CASES, ids=str)
+def test_stacked_in_rounds_of_images(case, dtype, layout):
+    with dispatch.forced(path="gemm", gemm_forward="phase"):
+        _check_on_path(case, dtype, "gemm", seed=4, layout=layout)
+        x, w, b, gy = case.tensors(dtype, seed=4, layout=layout)
+        one, two = _at_thread_counts(lambda: [deconv_ext.conv_transpose2d(x, w, b, **case.params),
+                                              torch.ops.deconv_ext.conv_transpose2d_grad_input(gy, w, *case.op_args)],
+                                     1, 2)
+    assert all(torch.equal(a, b) for a, b in zip(one, two))
+
+
 # float32 grad_weight with few output channels on the tiles, all taps at once in slices of the pixels (NCHW
 # and channels_last): blocks of whole rows or, for rows longer than a block (300 pixels against 272 for 144
 # taps), of parts of a row; slices of unequal counts of blocks (36 blocks in 18 slices of 2), gathers from
