@@ -757,9 +757,10 @@ void tiled_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Te
   }
 }
 
-// float32 NCHW grad_weight with stride 1 and no gathers. gw[ci, co, kh, kw] = sum over (n, ih, iw) of
-// x[n, ci, ih, iw] gy[n, co, ih + kh dH - pH, iw + kw dW - pW]. gy is copied once into padded planes
-// P[n][co] of Ha x Wd values, entry (a, b) = gy[n, co, a - pH, b - pW] or 0 outside gy, Ha = H_in + (kH - 1) dH,
+// float32 grad_weight with stride 1 and no gathers (NCHW, and channels_last below). gw[ci, co, kh, kw] = sum
+// over (n, ih, iw) of x[n, ci, ih, iw] gy[n, co, ih + kh dH - pH, iw + kw dW - pW]. gy is copied into padded
+// planes P[n][co] (each task those of its output channels, one image at a time, right before its GEMMs) of
+// Ha x Wd values, entry (a, b) = gy[n, co, a - pH, b - pW] or 0 outside gy, Ha = H_in + (kH - 1) dH,
 // Wd = W_in + (kW - 1) dW: every tap's values for all input pixels (ih, iw) are then ONE contiguous run of the
 // plane if the pixels are counted on the padded grid ih Wd + iw, so a tap is a plain GEMM gwT[tap] (co x ci)
 // += P(shifted by kh dH Wd + kw dW) (co x pixels, row stride = the plane's) X^T (pixels x ci, with zero rows
@@ -803,7 +804,6 @@ struct GyPlanes {
     return (shift(kh, s.dH, s.pH, s.sH) - qh0) * Wd + shift(kw, s.dW, s.pW, s.sW) - qw0;
   }
 };
-
 
 // The planes of image n and gy channels [co0, co0 + cb), every phase: plane (phase, co) at dst + (phase cb +
 // co - co0) size. Each gy row is read once, its sW column phases written one after the other.
@@ -922,8 +922,9 @@ void planes_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::T
             const int64_t kc = std::min(KC, grid - j0);
             // rows co of A: the planes (phase, co), size apart
             for (int64_t tap = 0; tap < kk; ++tap)
-              kernel(cb, cig, kc, P.size, cig, cig, n > 0 || j0 > 0, planes.data() + phase[tap] * cb * P.size + shift[tap] + j0,
-                     xp + (n * grid + j0) * cig, accp + (tap * cog + co0) * cig);
+              kernel(cb, cig, kc, P.size, cig, cig, n > 0 || j0 > 0,
+                     planes.data() + phase[tap] * cb * P.size + shift[tap] + j0, xp + (n * grid + j0) * cig,
+                     accp + (tap * cog + co0) * cig);
           }
         }
       }
@@ -1711,85 +1712,85 @@ void stacked_into(const StackedPlan& P, const at::Tensor& x, const at::Tensor& w
                          ? P.N
                          : std::min(P.N, std::max(ceil_div(8, nblocks), (int64_t(1) << 20) / image_bytes));
   for (int64_t n0 = 0; n0 < P.N; n0 += NI) {
-   const int64_t n1 = std::min(P.N, n0 + NI);
-   const auto xq = padded_nhwc<T>(P, x, nhwc_in, PT, Hp, PL, Wp, n0, n1);
-   const T* xp = xq.template const_data_ptr<T>();  // image n's copy at (n - n0) g rs Hq Wq C
-   parallel_tasks((n1 - n0) * nblocks, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<float> tiles(ngroups * cap * cog);  // group i's C tile at i * cap * cog
-    for (int64_t t = n0 * nblocks + t0; t < n0 * nblocks + t1; ++t) {
-      const int64_t n = t / nblocks;
-      const Block& blk = blocks[t % nblocks];
-      const PhaseDim& ph = hs[blk.h];
-      for (int64_t i = 0; i < ngroups; ++i) {
-        const Group& gr = groups[i];
-        const PhaseDim& pw = ws[gr.b];
-        const int64_t NE = pw.e.size(), u1 = std::min(gr.count, blk.u1);
-        float* c = tiles.data() + i * cap * cog;
-        const int64_t taps = NE > 0 && u1 > blk.u0 ? ph.k.size() : 0;
-        for (int64_t th = 0; th < taps; ++th) {
-          const T* bp = b_all + b_at[ph.k[th] * ws.size() + gr.b];
-          // The window of the group's pixel (q0, u0) for this row tap; pixel u's is lda = cs C further, row q's
-          // q rows of its row class further (A's row (q - q0) pitch + u - u0 where one GEMM spans the rows).
-          const int64_t r0 = rs * (ph.first + blk.q0) - ph.e[th] + PT;  // padded row of phase row q0
-          const T* a = xp + (((((n - n0) * g + gr.cls) * rs + r0 % rs) * Hq + r0 / rs) * Wq + gr.index + cs * blk.u0) * C;
-          for (int64_t c0 = 0; c0 < cog; c0 += CB) {
-            const int64_t nc = std::min(CB, cog - c0);
-            if (per_row) {
-              for (int64_t q = 0; q < blk.q1 - blk.q0; ++q)
-                kernel(u1 - blk.u0, nc, NE * C, cs * C, cog, cog, th > 0, a + q * Wq * C, bp + c0 * kRows<T>,
-                       c + q * pitch * cog + c0);
-            } else {
-              kernel((blk.q1 - blk.q0 - 1) * pitch + u1 - blk.u0, nc, NE * C, cs * C, cog, cog, th > 0, a,
-                     bp + c0 * kRows<T>, c + c0);
+    const int64_t n1 = std::min(P.N, n0 + NI);
+    const auto xq = padded_nhwc<T>(P, x, nhwc_in, PT, Hp, PL, Wp, n0, n1);
+    const T* xp = xq.template const_data_ptr<T>();  // image n's copy at (n - n0) g rs Hq Wq C
+    parallel_tasks((n1 - n0) * nblocks, 1, [&](int64_t t0, int64_t t1) {
+      std::vector<float> tiles(ngroups * cap * cog);  // group i's C tile at i * cap * cog
+      for (int64_t t = n0 * nblocks + t0; t < n0 * nblocks + t1; ++t) {
+        const int64_t n = t / nblocks;
+        const Block& blk = blocks[t % nblocks];
+        const PhaseDim& ph = hs[blk.h];
+        for (int64_t i = 0; i < ngroups; ++i) {
+          const Group& gr = groups[i];
+          const PhaseDim& pw = ws[gr.b];
+          const int64_t NE = pw.e.size(), u1 = std::min(gr.count, blk.u1);
+          float* c = tiles.data() + i * cap * cog;
+          const int64_t taps = NE > 0 && u1 > blk.u0 ? ph.k.size() : 0;
+          for (int64_t th = 0; th < taps; ++th) {
+            const T* bp = b_all + b_at[ph.k[th] * ws.size() + gr.b];
+            // The window of the group's pixel (q0, u0) for this row tap; pixel u's is lda = cs C further, row q's
+            // q rows of its row class further (A's row (q - q0) pitch + u - u0 where one GEMM spans the rows).
+            const int64_t r0 = rs * (ph.first + blk.q0) - ph.e[th] + PT;  // padded row of phase row q0
+            const T* a = xp + (((((n - n0) * g + gr.cls) * rs + r0 % rs) * Hq + r0 / rs) * Wq + gr.index + cs * blk.u0) * C;
+            for (int64_t c0 = 0; c0 < cog; c0 += CB) {
+              const int64_t nc = std::min(CB, cog - c0);
+              if (per_row) {
+                for (int64_t q = 0; q < blk.q1 - blk.q0; ++q)
+                  kernel(u1 - blk.u0, nc, NE * C, cs * C, cog, cog, th > 0, a + q * Wq * C, bp + c0 * kRows<T>,
+                         c + q * pitch * cog + c0);
+              } else {
+                kernel((blk.q1 - blk.q0 - 1) * pitch + u1 - blk.u0, nc, NE * C, cs * C, cog, cog, th > 0, a,
+                       bp + c0 * kRows<T>, c + c0);
+              }
             }
           }
+          if (taps == 0) std::fill(c, c + cap * cog, 0.f);  // bias only
         }
-        if (taps == 0) std::fill(c, c + cap * cog, 0.f);  // bias only
-      }
-      for (int64_t q = blk.q0; q < blk.q1; ++q) {
-        const int64_t oh = P.osH * (ph.first + q) + ph.r - P.opH;
-        const int64_t row = (q - blk.q0) * pitch * cog;  // the row's pixels in each C tile
-        if (nhwc_out) {
+        for (int64_t q = blk.q0; q < blk.q1; ++q) {
+          const int64_t oh = P.osH * (ph.first + q) + ph.r - P.opH;
+          const int64_t row = (q - blk.q0) * pitch * cog;  // the row's pixels in each C tile
+          if (nhwc_out) {
+            for (int64_t i = 0; i < ngroups; ++i) {
+              const Group& gr = groups[i];
+              const float* z = tiles.data() + i * cap * cog + row;
+              Y* yo = yp + ((n * P.Ho + oh) * P.Wo + gr.ow0 + gr.step * blk.u0) * cog;
+              for (int64_t u = 0; u < std::min(gr.count, blk.u1) - blk.u0; ++u)
+                store_row(z + u * cog, bias, cog, yo + u * gr.step * cog, avx2);
+            }
+            continue;
+          }
+          Y* yrow = yp + n * cog * plane + oh * P.Wo;  // channel co's row at yrow + co * plane
+          int64_t C8 = 0, V8 = 0;
+#if defined(__x86_64__)
+          if (avx2 && even >= 0) {
+            // 8 channels x 8 pixels of a group (two interleaved groups: 16 outputs) at a time.
+            const Group& ge = groups[even];
+            const int64_t count = odd >= 0 ? std::min(ge.count, groups[odd].count) : ge.count;
+            C8 = cog / 8 * 8, V8 = std::max<int64_t>(0, std::min(count, blk.u1) - blk.u0) / 8 * 8;
+            Y* y0 = yrow + ge.ow0 + ge.step * blk.u0;
+            const float* ze = tiles.data() + even * cap * cog + row;
+            const float* zo = odd >= 0 ? tiles.data() + odd * cap * cog + row : nullptr;
+            for (int64_t c0 = 0; c0 < C8; c0 += 8)
+              for (int64_t v = 0; v < V8; v += 8)
+                store_transposed_tile(ze + v * cog + c0, zo ? zo + v * cog + c0 : nullptr, cog,
+                                      bias ? bias + c0 : nullptr, y0 + c0 * plane + ge.step * v, plane);
+          }
+#endif
+          // The rest one value at a time.
           for (int64_t i = 0; i < ngroups; ++i) {
             const Group& gr = groups[i];
             const float* z = tiles.data() + i * cap * cog + row;
-            Y* yo = yp + ((n * P.Ho + oh) * P.Wo + gr.ow0 + gr.step * blk.u0) * cog;
-            for (int64_t u = 0; u < std::min(gr.count, blk.u1) - blk.u0; ++u)
-              store_row(z + u * cog, bias, cog, yo + u * gr.step * cog, avx2);
-          }
-          continue;
-        }
-        Y* yrow = yp + n * cog * plane + oh * P.Wo;  // channel co's row at yrow + co * plane
-        int64_t C8 = 0, V8 = 0;
-#if defined(__x86_64__)
-        if (avx2 && even >= 0) {
-          // 8 channels x 8 pixels of a group (two interleaved groups: 16 outputs) at a time.
-          const Group& ge = groups[even];
-          const int64_t count = odd >= 0 ? std::min(ge.count, groups[odd].count) : ge.count;
-          C8 = cog / 8 * 8, V8 = std::max<int64_t>(0, std::min(count, blk.u1) - blk.u0) / 8 * 8;
-          Y* y0 = yrow + ge.ow0 + ge.step * blk.u0;
-          const float* ze = tiles.data() + even * cap * cog + row;
-          const float* zo = odd >= 0 ? tiles.data() + odd * cap * cog + row : nullptr;
-          for (int64_t c0 = 0; c0 < C8; c0 += 8)
-            for (int64_t v = 0; v < V8; v += 8)
-              store_transposed_tile(ze + v * cog + c0, zo ? zo + v * cog + c0 : nullptr, cog,
-                                    bias ? bias + c0 : nullptr, y0 + c0 * plane + ge.step * v, plane);
-        }
-#endif
-        // The rest one value at a time.
-        for (int64_t i = 0; i < ngroups; ++i) {
-          const Group& gr = groups[i];
-          const float* z = tiles.data() + i * cap * cog + row;
-          Y* yo = yrow + gr.ow0 + gr.step * blk.u0;
-          const int64_t nu = std::min(gr.count, blk.u1) - blk.u0;
-          for (int64_t co = 0; co < cog; ++co) {
-            const float add = bias ? bias[co] : 0.f;
-            for (int64_t u = co < C8 ? V8 : 0; u < nu; ++u) yo[co * plane + u * gr.step] = Y(z[u * cog + co] + add);
+            Y* yo = yrow + gr.ow0 + gr.step * blk.u0;
+            const int64_t nu = std::min(gr.count, blk.u1) - blk.u0;
+            for (int64_t co = 0; co < cog; ++co) {
+              const float add = bias ? bias[co] : 0.f;
+              for (int64_t u = co < C8 ? V8 : 0; u < nu; ++u) yo[co * plane + u * gr.step] = Y(z[u * cog + co] + add);
+            }
           }
         }
       }
-    }
-   });
+    });
   }
 }
 
