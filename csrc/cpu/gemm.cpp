@@ -17,6 +17,7 @@
 #include <ATen/ops/zeros.h>
 
 #include "fast_paths.h"
+#include "strided.h"
 
 namespace deconv_ext {
 namespace cpu {
@@ -29,16 +30,11 @@ at::Tensor columns_of(const at::Tensor& t, const Chunk& c, int64_t c0, int64_t c
   return t.narrow(0, c.n0, c.images).narrow(1, c0, count).transpose(0, 1).reshape({count, -1});
 }
 
-// d[j] = g[Step j] for j in [j0, j1).
-template <int64_t Step, typename scalar_t>
-void strided_copy(const scalar_t* __restrict__ g, scalar_t* __restrict__ d, int64_t j0, int64_t j1) {
-  for (int64_t j = j0; j < j1; ++j) d[j] = g[Step * j];
-}
-
 // gy NCHW, or channels_last (nhwc: a row's values C_out apart).
 template <typename scalar_t>
 void deinterleave_impl(const ConvT2dShape& s, const scalar_t* src, bool nhwc, int64_t Wd, scalar_t* dst) {
   const int64_t rows = s.N * s.C_out * s.H_out, step = s.sW * (nhwc ? s.C_out : 1);
+  const bool avx2 = isa_level() >= 1;  // (read once: isa_level() reads the environment)
   // Rows in the order of gy's memory: (n, co, oh) for NCHW; (n, oh, co) for channels_last, so that a task's
   // rows share the W_out x C_out block of gy they read (cache lines) instead of striding through all of gy.
   parallel_tasks(rows, std::max<int64_t>(1, 16384 / (s.sW * Wd)), [&](int64_t r0, int64_t r1) {
@@ -53,12 +49,7 @@ void deinterleave_impl(const ConvT2dShape& s, const scalar_t* src, bool nhwc, in
         const int64_t j0 = std::min(Wd, std::max<int64_t>(0, ceil_div(s.pW - r, s.sW)));
         const int64_t j1 = std::max(j0, std::min(Wd, floor_div(s.W_out - 1 + s.pW - r, s.sW) + 1));
         std::fill(d, d + j0, scalar_t(0));
-        // NCHW strides 2-4 as constants: the compiler vectorises the strided loads then (shuffles), not
-        // one element at a time (the deinterleave took 6% of DCGAN 128->64's grad_input).
-        if (!nhwc && s.sW == 2) strided_copy<2>(g, d, j0, j1);
-        else if (!nhwc && s.sW == 3) strided_copy<3>(g, d, j0, j1);
-        else if (!nhwc && s.sW == 4) strided_copy<4>(g, d, j0, j1);
-        else for (int64_t j = j0; j < j1; ++j) d[j] = g[step * j];
+        strided_values(g + step * j0, step, j1 - j0, d + j0, avx2);
         std::fill(d + j1, d + Wd, scalar_t(0));
       }
     }

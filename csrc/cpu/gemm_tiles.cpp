@@ -46,6 +46,7 @@
 #include <vector>
 
 #include "fast_paths.h"
+#include "strided.h"
 #include "transpose.h"
 
 namespace deconv_ext {
@@ -245,38 +246,6 @@ at::Tensor weight_b(const ConvT2dShape& s, const at::Tensor& x, int64_t c0, int6
     }
   });
   return out;
-}
-
-// d[b] = g[2 b] for b < n: AVX2 vectors (pairs of loads, one shuffle and one permute per 8 values), the
-// last (partial) vector with masked loads and stores, so that nothing past g[2 n - 2] is read.
-#if defined(__x86_64__)
-__attribute__((target("avx2,fma"))) inline __m256 even_lanes(__m256 lo, __m256 hi) {
-  // [lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6] -> [lo0 lo2 lo4 lo6 hi0 hi2 hi4 hi6]
-  const __m256 e = _mm256_shuffle_ps(lo, hi, 0x88);
-  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8));
-}
-__attribute__((target("avx2,fma"))) void even_values_avx2(const float* g, int64_t n, float* d) {
-  int64_t b = 0;
-  for (; b + 9 <= n; b += 8)  // (b + 8 < n: the load of g[2 b + 15] stays before g[2 (n - 1)])
-    _mm256_storeu_ps(d + b, even_lanes(_mm256_loadu_ps(g + 2 * b), _mm256_loadu_ps(g + 2 * b + 8)));
-  if (b < n) {  // 1-8 values left, read from g[2 b, 2 n - 1)
-    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    const int m = int(2 * (n - b) - 1);
-    const __m256 lo = _mm256_maskload_ps(g + 2 * b, _mm256_cmpgt_epi32(_mm256_set1_epi32(m), iota));
-    const __m256 hi = _mm256_maskload_ps(g + 2 * b + 8, _mm256_cmpgt_epi32(_mm256_set1_epi32(m - 8), iota));
-    _mm256_maskstore_ps(d + b, _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n - b)), iota), even_lanes(lo, hi));
-  }
-}
-#endif
-// d[b] = g[step b] for b < n.
-template <typename T>
-void strided_values(const T* g, int64_t step, int64_t n, T* d, bool avx2) {
-  if (step == 1) return (void)std::copy(g, g + n, d);
-#if defined(__x86_64__)
-  if constexpr (std::is_same_v<T, float>)
-    if (avx2 && step == 2) return even_values_avx2(g, n, d);
-#endif
-  for (int64_t b = 0; b < n; ++b) d[b] = g[step * b];
 }
 
 // The rows of group g's im2col matrix C, read straight from gy (no deinterleaved copy): row r = (col, kh, kw)
