@@ -859,6 +859,8 @@ at::Tensor grid_xt(const ConvT2dShape& s, const at::Tensor& x, int64_t c0, int64
 template <typename T>
 void planes_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Tensor& x, const at::Tensor& gw,
                         bool nhwc) {
+  // channels_last only in float32 (tiled_nhwc_grad_weight): the bfloat16 planes have no NHWC builder
+  TORCH_INTERNAL_ASSERT(!nhwc || (std::is_same_v<T, float>));
   const int64_t cig = s.cin_per_group(), cog = s.cout_per_group(), kk = s.kH * s.kW;
   const GyPlanes P(s, kRows<T>);
   const int64_t grid = s.H_in * P.Wd;
