@@ -21,6 +21,24 @@ __attribute__((target("avx2,fma"))) inline __m256 even_lanes(__m256 lo, __m256 h
   const __m256 e = _mm256_shuffle_ps(lo, hi, 0x88);
   return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8));
 }
+// [lo1 lo3 lo5 lo7 hi1 hi3 hi5 hi7]
+__attribute__((target("avx2,fma"))) inline __m256 odd_lanes(__m256 lo, __m256 hi) {
+  const __m256 o = _mm256_shuffle_ps(lo, hi, 0xDD);
+  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8));
+}
+// e[i] = g[2 i] for 2 i < n, o[i] = g[2 i + 1] for 2 i + 1 < n: AVX2 vectors over 16 values at a time.
+__attribute__((target("avx2,fma"))) inline void split_even_odd_avx2(const float* g, int64_t n, float* e, float* o) {
+  int64_t i = 0;
+  for (; 2 * i + 16 <= n; i += 8) {
+    const __m256 lo = _mm256_loadu_ps(g + 2 * i), hi = _mm256_loadu_ps(g + 2 * i + 8);
+    _mm256_storeu_ps(e + i, even_lanes(lo, hi));
+    _mm256_storeu_ps(o + i, odd_lanes(lo, hi));
+  }
+  for (; 2 * i < n; ++i) {
+    e[i] = g[2 * i];
+    if (2 * i + 1 < n) o[i] = g[2 * i + 1];
+  }
+}
 __attribute__((target("avx2,fma"))) inline void even_values_avx2(const float* g, int64_t n, float* d) {
   int64_t b = 0;
   for (; b + 9 <= n; b += 8)  // (b + 8 < n: the load of g[2 b + 15] stays before g[2 (n - 1)])
