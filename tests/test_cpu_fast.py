@@ -466,6 +466,10 @@ CL_BACKWARD = [
     Case("cl_gw_padded", 1, 56, 2, 7, 6, 9, 2, 4, 1),
     Case("cl_gw_chunks", 1, 16, 3, 70, 64, 3, 2, 1, 1),     # 64 x 16 channels per row: rows in 2 chunks
     Case("cl_gw_groups", 2, 24, 4, 5, 9, 4, 2, 1, groups=2),
+    # groups whose channels together fill one vector (C_in = 16 on AVX-512, 8 on AVX2): each group's pixels
+    # are copied, not read in place (read in place, every group had summed channels 0.. of the pixel)
+    Case("cl_gw_groups_one_vector", 2, 16, 4, 5, 9, 4, 2, 1, groups=2),
+    Case("cl_gw_groups_half_vector", 2, 8, 6, 4, 7, 3, 1, 0, groups=2),
     Case("cl_gw_dilated", 1, 20, 2, 6, 13, (3, 5), (1, 3), (2, 1), (0, 2), dilation=(2, 3)),
     Case("cl_gw_wide_cin", 1, 72, 1, 5, 6, 3, 2, 1, 1),      # 72 channels: blocks of 4 vectors and a rest
     Case("cl_gw_many_images", 70, 16, 2, 3, 4, 3, 2, 1, 1),  # 70 row blocks: tasks take runs of them

@@ -311,7 +311,7 @@ DECONV_ALWAYS_INLINE void chan_dot_body(const ChanDot& a) {
       for (int c = 0; c < CV; ++c) xv[c] = loadv<VT>(xr + i * a.px + c * kL);
 #pragma GCC unroll 8
       for (int t = 0; t < TB; ++t) {
-        const VT g = VT{} + gr[so[t] + i];
+        const float g = gr[so[t] + i];  // (vector * scalar: a broadcast load, no vector ALU op)
 #pragma GCC unroll 8
         for (int c = 0; c < CV; ++c) acc[t][c] += xv[c] * g;
       }
@@ -350,7 +350,7 @@ DECONV_ALWAYS_INLINE void chan_axpy_body(const ChanAxpy& a) {
     for (int c = 0; c < CV; ++c) wv[c] = loadv<VT>(wt + c * kL);
 #pragma GCC unroll 8
     for (int p = 0; p < P; ++p) {
-      const VT g = VT{} + gt[p];
+      const float g = gt[p];  // (vector * scalar: a broadcast load, no vector ALU op)
 #pragma GCC unroll 8
       for (int c = 0; c < CV; ++c) acc[p][c] += wv[c] * g;
     }
@@ -839,14 +839,18 @@ void nhwc_grad_input(const ConvT2dShape& s, const at::Tensor& gy, const at::Tens
           }
         }
       float* gxrow = gxp + (n * s.H_in + ih) * s.W_in * s.C_in + g * cig;
+      // The sums go straight to gx where the group's channels are whole vectors, else through `out`.
+      const bool into_gx = px == cig;
       for (int64_t iw = 0, p; iw < s.W_in; iw += p) {
         p = s.W_in - iw >= P ? P : 1;  // P pixels at a time, the last few one by one
         for (int64_t v0 = 0; v0 < vectors; v0 += CVB) {
-          const ChanAxpy a{wt.data(), gt.data(), T, v0 * L, iw, out.data() + v0 * L, px};
+          const ChanAxpy a{wt.data(), gt.data(), T, v0 * L, iw,
+                           into_gx ? gxrow + iw * s.C_in + v0 * L : out.data() + v0 * L, into_gx ? s.C_in : px};
           pick_axpy(std::min(CVB, vectors - v0), p)(a);
         }
-        for (int64_t q = 0; q < p; ++q)
-          std::memcpy(gxrow + (iw + q) * s.C_in, out.data() + q * px, cig * sizeof(float));
+        if (!into_gx)
+          for (int64_t q = 0; q < p; ++q)
+            std::memcpy(gxrow + (iw + q) * s.C_in, out.data() + q * px, cig * sizeof(float));
       }
     }
   });
@@ -949,7 +953,7 @@ void nhwc_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Ten
   const float* gp = gyd.const_data_ptr<float>();
   const float* xp = x.const_data_ptr<float>();
   // Pixels whose channels are whole vectors already (one group, C_in a multiple of the lanes) are read in place.
-  const bool in_place = px == s.C_in;
+  const bool in_place = s.groups == 1 && px == s.C_in;
   parallel_tasks(tasks, 1, [&](int64_t t0, int64_t t1) {
     std::vector<float> xb(in_place ? 0 : RB * s.W_in * px, 0.f);
     std::vector<const float*> grow(RB);

@@ -17,6 +17,7 @@
 #include <ATen/ops/zeros.h>
 
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "fast_paths.h"
@@ -62,6 +63,42 @@ void deinterleave_impl(const ConvT2dShape& s, const scalar_t* src, bool nhwc, in
     }
   }
 #endif
+  if (nhwc && s.C_out <= 32) {
+    // channels_last with few channels (the direct path's layers): per gy row (n, oh) and phase, each pixel's
+    // C_out values (contiguous) to their rows: one strided read per (co, phase) row instead took 12% of
+    // DCGAN 64->3's channels_last grad_input.
+    const int64_t cs = s.H_out * s.sW * Wd;  // between two channels' rows
+    parallel_tasks(s.N * s.H_out, std::max<int64_t>(1, 16384 / (s.C_out * s.sW * Wd)), [&](int64_t r0, int64_t r1) {
+      for (int64_t t = r0; t < r1; ++t) {
+        const int64_t n = t / s.H_out, oh = t % s.H_out;
+        const scalar_t* base = src + t * s.W_out * s.C_out;
+        for (int64_t r = 0; r < s.sW; ++r) {
+          scalar_t* d = dst + ((n * s.C_out * s.H_out + oh) * s.sW + r) * Wd;  // channel co's row at d + co cs
+          const int64_t j0 = std::min(Wd, std::max<int64_t>(0, ceil_div(s.pW - r, s.sW)));
+          const int64_t j1 = std::max(j0, std::min(Wd, floor_div(s.W_out - 1 + s.pW - r, s.sW) + 1));
+          for (int64_t co = 0; co < s.C_out; ++co) {
+            std::fill(d + co * cs, d + co * cs + j0, scalar_t(0));
+            std::fill(d + co * cs + j1, d + co * cs + Wd, scalar_t(0));
+          }
+          const scalar_t* g = base + (r - s.pW) * s.C_out;  // pixel j of the phase at g + j sW C_out
+          const auto copy = [&](auto channels) {  // the channel count as a constant where it is 1-4
+            constexpr int64_t C = decltype(channels)::value;
+            const int64_t nc = C > 0 ? C : s.C_out, step = s.sW * nc;
+            for (int64_t j = j0; j < j1; ++j)
+              for (int64_t co = 0; co < nc; ++co) d[co * cs + j] = g[j * step + co];
+          };
+          switch (s.C_out) {
+            case 1: copy(std::integral_constant<int64_t, 1>{}); break;
+            case 2: copy(std::integral_constant<int64_t, 2>{}); break;
+            case 3: copy(std::integral_constant<int64_t, 3>{}); break;
+            case 4: copy(std::integral_constant<int64_t, 4>{}); break;
+            default: copy(std::integral_constant<int64_t, 0>{});
+          }
+        }
+      }
+    });
+    return;
+  }
   parallel_tasks(rows, std::max<int64_t>(1, 16384 / (s.sW * Wd)), [&](int64_t r0, int64_t r1) {
     for (int64_t t = r0; t < r1; ++t) {
       const int64_t co = nhwc ? t % s.C_out : (t / s.H_out) % s.C_out, oh = nhwc ? (t / s.C_out) % s.H_out : t % s.H_out;
