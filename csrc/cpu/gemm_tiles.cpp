@@ -1050,6 +1050,37 @@ void tiled_nhwc_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Te
       bs[k] = as_b<T>(w.narrow(0, g * cig, cig).narrow(1, c0, nc).reshape({cig, nc, kk}).transpose(1, 2)
                           .reshape({cig, kk * nc}));
     }
+    if (tiling && blocks == 1 && s.groups == 1) {
+      // One output channel block and group: for input row ih and row tap kh, the outputs (ih sH + kh,
+      // iw sW + kw, co) of a run of pixels are one contiguous stretch of y in the order of Z's columns
+      // (kw, co) (kW == sW), so the GEMM writes them in place (ldc = kW C_out), then the bias is added there.
+      const bool avx2 = isa_level() >= 1;
+      const int64_t ncols = kk * cog, row_cols = s.kW * cog;
+      std::vector<float> bias_row(bias ? row_cols : 0);
+      for (int64_t i = 0; i < int64_t(bias_row.size()); ++i) bias_row[i] = bias[i % cog];
+      parallel_tasks(s.N * pixel_blocks, 1, [&](int64_t t0, int64_t t1) {
+        std::vector<T> a(a_in_place ? 0 : MB * Kp, T(0.f));
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t q0 = t % pixel_blocks * MB, n = t / pixel_blocks, mb = std::min(MB, HW - q0);
+          const T* xr = xp + (n * HW + q0) * s.C_in;
+          if (!a_in_place)
+            for (int64_t i = 0; i < mb; ++i) std::copy(xr + i * s.C_in, xr + i * s.C_in + cig, a.data() + i * Kp);
+          for (int64_t q = q0; q < q0 + mb;) {  // runs of the block's pixels along input rows
+            const int64_t ih = q / s.W_in, iw0 = q % s.W_in, len = std::min(s.W_in - iw0, q0 + mb - q);
+            const T* ap = a_in_place ? xr + (q - q0) * s.C_in : a.data() + (q - q0) * Kp;
+            for (int64_t kh = 0; kh < s.kH; ++kh) {
+              float* yo = yp + ((n * s.H_out + ih * s.sH + kh) * s.W_out + iw0 * s.sW) * s.C_out;
+              kernel(len, row_cols, Kp, a_in_place ? s.C_in : Kp, ncols, row_cols, false, ap,
+                     bs[0].template const_data_ptr<T>() + kh * row_cols * kRows<T>, yo);
+              if (bias)
+                for (int64_t i = 0; i < len; ++i) add_row(yo + i * row_cols, bias_row.data(), row_cols, avx2);
+            }
+            q += len;
+          }
+        }
+      });
+      continue;
+    }
     if (tiling) {
       parallel_tasks(s.N * pixel_blocks * blocks, 1, [&](int64_t t0, int64_t t1) {
         std::vector<float> z(MB * kk * cb);
