@@ -1597,12 +1597,24 @@ DECONV_BF16_TARGET void store_transposed_tile(const float* z, const float* zo, i
 #endif
 
 // y[i] = z[i] + bias[i] (bias may be null) for i < n, rounded to bfloat16 where y is (in vectors with avx2).
+#if defined(__x86_64__)
+// float32: from i on, eight values at a time (the channels_last stores: 7% of DCGAN 128->64's stacked
+// forward in the compiler's 4-wide loop with the bias test inside).
+__attribute__((target("avx2,fma"))) void store_row_f32(const float* z, const float* bias, int64_t n, float* y, int64_t& i) {
+  if (bias)
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(z + i), _mm256_loadu_ps(bias + i)));
+  else
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_loadu_ps(z + i));
+}
+#endif
 template <typename Y>
 void store_row(const float* z, const float* bias, int64_t n, Y* y, bool avx2) {
   int64_t i = 0;
 #if defined(__x86_64__)
   if constexpr (std::is_same_v<Y, bf16>) {
     if (avx2) store_row_bf16(z, bias, n, y, i);
+  } else {
+    if (avx2) store_row_f32(z, bias, n, y, i);
   }
 #endif
   for (; i < n; ++i) y[i] = Y(z[i] + (bias ? bias[i] : 0.f));
