@@ -1874,6 +1874,7 @@ void phase_nhwc_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Te
   const int64_t nblocks = blocks.size();
   const T* xp = x.const_data_ptr<T>();
   float* yp = y.mutable_data_ptr<float>();
+  const bool avx2 = isa_level() >= 1;
   for (int64_t g = 0; g < s.groups; ++g) {
     std::vector<at::Tensor> bs(kk);  // tap's B: (cig x cog), row-major or pairs of rows
     const auto wt = taps_major(w.narrow(0, g * cig, cig));  // (kk, cig, cog)
@@ -1924,8 +1925,8 @@ void phase_nhwc_forward(const ConvT2dShape& s, const at::Tensor& x, const at::Te
             const int64_t ow = s.sW * v + pw.r - s.pW;
             float* yo = yp + ((n * s.H_out + oh) * s.W_out + ow) * s.C_out + g * cog;
             const float* z = c.data() + (u.j + v - u.iw0) * cog;
-            for (int64_t co = 0; co < cog; ++co)
-              yo[co] = (any ? z[co] : 0.f) + (bias ? bias[g * cog + co] : 0.f);
+            if (any) store_row(z, bias ? bias + g * cog : nullptr, cog, yo, avx2);
+            else for (int64_t co = 0; co < cog; ++co) yo[co] = bias ? bias[g * cog + co] : 0.f;
           }
         }
       }
