@@ -39,8 +39,6 @@ template <typename scalar_t>
 void deinterleave_impl(const ConvT2dShape& s, const scalar_t* src, bool nhwc, int64_t Wd, scalar_t* dst) {
   const int64_t rows = s.N * s.C_out * s.H_out, step = s.sW * (nhwc ? s.C_out : 1);
   const bool avx2 = isa_level() >= 1;  // (read once: isa_level() reads the environment)
-  // Rows in the order of gy's memory: (n, co, oh) for NCHW; (n, oh, co) for channels_last, so that a task's
-  // rows share the W_out x C_out block of gy they read (cache lines) instead of striding through all of gy.
 #if defined(__x86_64__)
   if constexpr (std::is_same_v<scalar_t, float>) {
     if (avx2 && !nhwc && s.sW == 2) {
@@ -99,6 +97,9 @@ void deinterleave_impl(const ConvT2dShape& s, const scalar_t* src, bool nhwc, in
     });
     return;
   }
+  // Otherwise one strided read per row. Rows in the order of gy's memory: (n, co, oh) for NCHW; (n, oh, co)
+  // for channels_last, so that a task's rows share the W_out x C_out block of gy they read (cache lines)
+  // instead of striding through all of gy.
   parallel_tasks(rows, std::max<int64_t>(1, 16384 / (s.sW * Wd)), [&](int64_t r0, int64_t r1) {
     for (int64_t t = r0; t < r1; ++t) {
       const int64_t co = nhwc ? t % s.C_out : (t / s.H_out) % s.C_out, oh = nhwc ? (t / s.C_out) % s.H_out : t % s.H_out;

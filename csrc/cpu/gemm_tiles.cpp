@@ -755,6 +755,7 @@ void tiled_grad_weight(const ConvT2dShape& s, const at::Tensor& gy, const at::Te
           }
       }
     });
+    TORCH_INTERNAL_ASSERT(gw.is_contiguous());  // (gw_g = acc^T: cig x taps at g cig taps)
     parallel_transpose(accp, taps, cig, cig, gw.mutable_data_ptr<float>() + g * cig * taps, taps);
   }
 }
