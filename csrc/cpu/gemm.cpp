@@ -18,6 +18,7 @@
 
 #include <cstring>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "fast_paths.h"
@@ -39,12 +40,17 @@ template <typename scalar_t>
 void deinterleave_impl(const ConvT2dShape& s, const scalar_t* src, bool nhwc, int64_t Wd, scalar_t* dst) {
   const int64_t rows = s.N * s.C_out * s.H_out, step = s.sW * (nhwc ? s.C_out : 1);
   const bool avx2 = isa_level() >= 1;  // (read once: isa_level() reads the environment)
+  // Phase r's slots [j0, j1) hold gy values; the rest of its Wd are zeros.
+  auto filled = [&](int64_t r) {
+    const int64_t j0 = std::min(Wd, std::max<int64_t>(0, ceil_div(s.pW - r, s.sW)));
+    return std::pair<int64_t, int64_t>{j0, std::max(j0, std::min(Wd, floor_div(s.W_out - 1 + s.pW - r, s.sW) + 1))};
+  };
 #if defined(__x86_64__)
   if constexpr (std::is_same_v<scalar_t, float>) {
     if (avx2 && !nhwc && s.sW == 2) {
       // Stride 2 (DCGAN-like), NCHW: each row split into its evens and odds in vectors, into two zero-bordered
       // buffers, then d[j] = gy[row][2 j + r - pW] = that parity's (2 j + r - pW) / 2-th value is one copy of
-      // Wd values per phase. On DCGAN's rows of 16 the strided loop above, per phase and with its fills,
+      // Wd values per phase. On DCGAN's rows of 16 the strided loop below, per phase and with its fills,
       // took 2.5 ms of a 32 ms grad_input (8 MB of gy: a plain copy takes 0.3).
       const int64_t left = (s.pW + 1) / 2, half = (s.W_out + 1) / 2, span = left + std::max(half, Wd);
       parallel_tasks(rows, std::max<int64_t>(1, 16384 / (s.sW * Wd)), [&](int64_t r0, int64_t r1) {
@@ -72,8 +78,7 @@ void deinterleave_impl(const ConvT2dShape& s, const scalar_t* src, bool nhwc, in
         const scalar_t* base = src + t * s.W_out * s.C_out;
         for (int64_t r = 0; r < s.sW; ++r) {
           scalar_t* d = dst + ((n * s.C_out * s.H_out + oh) * s.sW + r) * Wd;  // channel co's row at d + co cs
-          const int64_t j0 = std::min(Wd, std::max<int64_t>(0, ceil_div(s.pW - r, s.sW)));
-          const int64_t j1 = std::max(j0, std::min(Wd, floor_div(s.W_out - 1 + s.pW - r, s.sW) + 1));
+          const auto [j0, j1] = filled(r);
           for (int64_t co = 0; co < s.C_out; ++co) {
             std::fill(d + co * cs, d + co * cs + j0, scalar_t(0));
             std::fill(d + co * cs + j1, d + co * cs + Wd, scalar_t(0));
@@ -109,8 +114,7 @@ void deinterleave_impl(const ConvT2dShape& s, const scalar_t* src, bool nhwc, in
         scalar_t* d = dst + (row * s.sW + r) * Wd;
         // d[j] = gy[row][sW*j + r - pW]
         const scalar_t* g = base + (r - s.pW) * (nhwc ? s.C_out : 1);
-        const int64_t j0 = std::min(Wd, std::max<int64_t>(0, ceil_div(s.pW - r, s.sW)));
-        const int64_t j1 = std::max(j0, std::min(Wd, floor_div(s.W_out - 1 + s.pW - r, s.sW) + 1));
+        const auto [j0, j1] = filled(r);
         std::fill(d, d + j0, scalar_t(0));
         strided_values(g + step * j0, step, j1 - j0, d + j0, avx2);
         std::fill(d + j1, d + Wd, scalar_t(0));
